@@ -1,0 +1,90 @@
+"""The ``edgesight`` command line.
+
+Subcommands are loaded lazily: ``edgesight --help`` and the runtime commands never import
+TensorFlow, so they work on a Raspberry Pi with only the base install.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import Dict, List, Optional, Tuple
+
+import click
+
+from edge import __version__
+from edge.errors import EdgesightError
+
+# name -> (module, attribute, one-line help shown by `edgesight --help` without importing it)
+COMMANDS: Dict[str, Tuple[str, str, str]] = {
+    "train": ("training.cli", "train", "Train a classifier from a folder of labelled images."),
+    "evaluate": ("training.cli", "evaluate", "Measure a trained model on labelled images."),
+    "datasets": ("training.cli", "datasets", "Generate and inspect datasets."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when invoked."""
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+class State:
+    """Options of the top-level group, handed to subcommands through the click context."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgesight")
+@click.option("-v", "--verbose", is_flag=True, envvar="EDGESIGHT_VERBOSE", help="Show debug logs and full tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """edgesight: from a folder of labelled images to a live int8 classifier on a small device.
+
+    \b
+    Typical flow:
+      edgesight train photos/ --out runs/signs
+      edgesight evaluate runs/signs holdout/
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+    ctx.obj = State(verbose)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry point: user errors become one line on stderr and exit status 1."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in args or "--verbose" in args or bool(os.environ.get("EDGESIGHT_VERBOSE"))
+    try:
+        rv = cli.main(args=args, prog_name="edgesight", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except EdgesightError as e:
+        if verbose:
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

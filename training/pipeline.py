@@ -1,0 +1,95 @@
+"""tf.data input pipeline: parallel decode and resize (the runtime's own code), cache, shuffle,
+batch, prefetch."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from edge.preprocess import load_for_model
+from edge.spec import PreprocessSpec
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def make_dataset(
+    paths: Sequence[str],
+    labels: Sequence[int],
+    spec: PreprocessSpec,
+    num_classes: int,
+    batch_size: int,
+    *,
+    training: bool = False,
+    seed: int = 42,
+    cache: str = "memory",
+    cache_dir: Optional[Path] = None,
+    one_hot: bool = True,
+):
+    """Batches of ``(float32 pixels 0-255, one-hot labels)``.
+
+    Images are decoded and resized by :func:`edge.preprocess.load_for_model` (OpenCV), the
+    same function the device runtime uses, so training sees exactly what the camera loop feeds.
+    Decoding runs in parallel; decoded uint8 images are cached (memory or disk) so that later
+    epochs skip the decode; training batches are reshuffled every epoch.
+
+    Args:
+        paths, labels: image files and their class indices.
+        spec: the model's preprocessing spec (size, colour, resize policy).
+        num_classes: for one-hot labels.
+        batch_size: images per batch.
+        training: shuffle (seeded) and drop nothing; evaluation keeps the given order.
+        seed: shuffle seed.
+        cache: ``memory``, ``disk`` (a file under ``cache_dir``) or ``none``.
+        cache_dir: where the disk cache goes.
+        one_hot: one-hot labels (for label smoothing) rather than class indices.
+    """
+    tf = _tf()
+    paths, labels = list(paths), list(labels)
+    if training:
+        # Mix classes once before caching; the shuffle buffer then reshuffles every epoch.
+        order = list(range(len(paths)))
+        random.Random(seed).shuffle(order)
+        paths = [paths[i] for i in order]
+        labels = [labels[i] for i in order]
+    h, w, c = spec.height, spec.width, spec.channels
+
+    def _load(p):
+        return load_for_model(Path(p.decode("utf-8")), spec)
+
+    def load(path, label):
+        img = tf.numpy_function(_load, [path], tf.uint8, stateful=False)
+        img.set_shape((h, w, c))
+        return img, label
+
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, dtype=tf.string), tf.constant(labels, dtype=tf.int32)))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache == "memory":
+        ds = ds.cache()
+    elif cache == "disk":
+        cache_dir = Path(cache_dir or ".")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        ds = ds.cache(str(cache_dir / f"cache-{'train' if training else 'eval'}-{h}x{w}x{c}"))
+    if training:
+        ds = ds.shuffle(min(len(paths), 10000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def to_model(img, label):
+        y = tf.one_hot(label, num_classes) if one_hot else label
+        return tf.cast(img, tf.float32), y
+
+    ds = ds.map(to_model, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load_batch(paths: Sequence[str], spec: PreprocessSpec) -> np.ndarray:
+    """Decode a list of images into one uint8 ``NxHxWxC`` array (no TensorFlow)."""
+    return np.stack([load_for_model(Path(p), spec) for p in paths]) if paths else np.zeros((0, spec.height, spec.width, spec.channels), np.uint8)

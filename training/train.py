@@ -1,0 +1,338 @@
+"""``edgesight train``: dataset -> trained Keras model in a run folder.
+
+Run folder contents: ``model.keras`` (the inference model, without augmentation), ``labels.txt``,
+``model.json`` (preprocessing spec), ``config.yaml``, ``split.json``, ``skipped.txt``,
+``history.json``, ``training_curves.png``, ``metrics.json``, ``confusion_matrix.png``.
+It is assembled in ``<out>.partial`` and moved into place only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from edge import __version__
+from edge.errors import ConfigError, EdgesightError
+from edge.fsutil import atomic_path, replace_dir, write_json
+from edge.metrics import format_report
+from edge.spec import ModelInfo, PreprocessSpec, write_model_info
+from training.backbones import Backbone, build_classifier, get_backbone
+from training.config import TrainConfig
+from training.data import Split, format_skipped, make_split, scan_dataset, write_skipped
+
+log = logging.getLogger("edgesight.train")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: Dict[str, Any]
+    history: Dict[str, List[float]]
+    interrupted: bool
+    seconds: float
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def class_weights(labels: List[int], num_classes: int) -> Dict[int, float]:
+    """Inverse-frequency weights, ``n / (k * n_c)``, so every class weighs the same in total."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(float)
+    total = counts.sum()
+    return {i: float(total / (num_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
+def _strategy(name: str):
+    tf = _tf()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ConfigError("--strategy multiworker needs the TF_CONFIG environment variable describing the cluster")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _make_callbacks(keras, core_model, staging: Path, monitor: str, cfg: TrainConfig, stopper: "GracefulStop"):
+    class BestCheckpoint(keras.callbacks.Callback):
+        """Keeps the best weights in memory and the best inference model on disk."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.best = np.inf
+            self.best_weights = None
+            self.best_epoch = -1
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(monitor)
+            if value is None or not np.isfinite(value) or value >= self.best:
+                return
+            self.best, self.best_epoch = float(value), epoch
+            self.best_weights = core_model.get_weights()
+            with atomic_path(staging / "model.keras") as tmp:
+                keras_tmp = tmp.with_suffix(".keras")
+                core_model.save(keras_tmp)
+                os.replace(keras_tmp, tmp)
+
+    best = BestCheckpoint()
+    cbs = [
+        best,
+        stopper.callback(keras),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, cfg.reduce_lr_patience), min_lr=1e-7, verbose=1),
+    ]
+    if cfg.early_stopping > 0:
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.early_stopping, restore_best_weights=False, verbose=1))
+    return cbs, best
+
+
+class GracefulStop:
+    """First Ctrl-C (or SIGTERM) stops training after the current batch; the second aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._model = None
+        self._old: Dict[int, Any] = {}
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this batch; the best model so far is kept (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+        if self._model is not None:
+            self._model.stop_training = True
+
+    def callback(self, keras):
+        outer = self
+
+        class _Cb(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                outer._model = self.model
+                if outer.requested:
+                    self.model.stop_training = True
+
+        return _Cb()
+
+    def __enter__(self) -> "GracefulStop":
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        except ValueError:  # not the main thread: leave the default handlers alone
+            self._old.clear()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _merge(history: Dict[str, List[float]], h: Dict[str, List[float]]) -> None:
+    for k, v in h.items():
+        if k in ("learning_rate", "lr"):
+            k = "learning_rate"
+        history.setdefault(k, []).extend(float(x) for x in v)
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> Path:
+    """Check ``out`` and create the staging folder ``<out>.partial``."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ConfigError(f"{out}: already exists; choose another --out or pass --overwrite")
+    staging = out.with_name(out.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train a classifier as configured and write the run folder.
+
+    Raises:
+        DatasetError, ConfigError: bad data or options, before any training starts.
+    """
+    t0 = time.time()
+    if not cfg.data:
+        raise ConfigError("no training data given: edgesight train DATA --out RUN")
+    backbone = get_backbone(cfg.model)
+    height, width = cfg.input_size(backbone.default_size)
+    weights = cfg.weights or backbone.default_weights
+    spec = PreprocessSpec(
+        height=height,
+        width=width,
+        color=cfg.color,
+        resize=cfg.resize,
+        interpolation=cfg.interpolation,
+        model_mean=(float(backbone.mean),),
+        model_std=(float(backbone.std),),
+    )
+    if min(height, width) < backbone.min_size:
+        raise ConfigError(f"{backbone.name} needs inputs of at least {backbone.min_size}x{backbone.min_size}, got {height}x{width}; raise --img-size")
+    if cfg.fine_tune_epochs and not backbone.pretrained:
+        raise ConfigError(f"{backbone.name} trains from scratch; --fine-tune-epochs applies to pretrained backbones")
+    out = Path(cfg.out)
+    # Validate the data before creating anything on disk.
+    scanned = scan_dataset(Path(cfg.data), progress=progress)
+    split = make_split(scanned, cfg.val_split, cfg.test_split, cfg.seed)
+    staging = prepare_run_dir(out, cfg.overwrite)
+    resolved = cfg.updated(img_height=height, img_width=width, img_size=None, weights=weights)
+    resolved.save(staging / "config.yaml")
+    split.save(staging / "split.json")
+    write_skipped(staging / "skipped.txt", split.skipped)
+    _print_data_summary(split)
+
+    info = ModelInfo(
+        labels=split.classes,
+        preprocess=spec,
+        backbone=backbone.name,
+        source={"run": str(out.resolve()), "data": split.source, "weights": weights},
+    )
+    write_model_info(staging, info)
+
+    history, interrupted, best_epoch, fine_tune_start, core = _fit(resolved, backbone, spec, split, staging, progress)
+
+    # The best model was checkpointed during training; make sure the file holds those weights.
+    if not (staging / "model.keras").exists():
+        with atomic_path(staging / "model.keras") as tmp:
+            keras_tmp = tmp.with_suffix(".keras")
+            core.save(keras_tmp)
+            os.replace(keras_tmp, tmp)
+
+    from training.evaluate import report_for
+    from training.plots import plot_confusion_matrix, plot_training_curves
+
+    eval_split = "test" if split.test else "val"
+    samples = split.samples(eval_split)
+    metrics: Dict[str, Any] = {}
+    if samples:
+        metrics = report_for(core, info, samples, batch_size=max(32, cfg.batch_size))
+        metrics["split"] = eval_split
+        plot_confusion_matrix(metrics["confusion_matrix"], info.labels, staging / "confusion_matrix.png", title=f"{eval_split} split")
+    metrics.update({"best_epoch": best_epoch + 1, "epochs_run": len(history.get("loss", [])), "interrupted": interrupted, "skipped_files": len(split.skipped)})
+    write_json(staging / "metrics.json", metrics)
+    write_json(staging / "history.json", {"fine_tune_start_epoch": fine_tune_start, **history})
+    if history.get("loss"):
+        plot_training_curves(history, staging / "training_curves.png", fine_tune_start)
+    replace_dir(staging, out)
+    secs = time.time() - t0
+    if samples:
+        print(format_report(metrics))
+    print(f"{'stopped early by request; ' if interrupted else ''}run folder: {out} ({secs:.0f} s)")
+    return TrainResult(out, metrics, history, interrupted, secs)
+
+
+def _print_data_summary(split: Split) -> None:
+    counts = split.counts()
+    print(
+        f"{len(split.classes)} classes; train {len(split.train)}, val {len(split.val)}, test {len(split.test)} images"
+        f" ({split.layout} layout, seed {split.seed})"
+    )
+    if split.skipped:
+        print(format_skipped(split.skipped))
+    small = [c for c in split.classes if counts["train"][c] < 5]
+    if small:
+        print(f"warning: classes with fewer than 5 training images: {', '.join(small)}")
+
+
+def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Split, staging: Path, progress: bool):
+    tf = _tf()
+    import keras
+
+    from training.augment import build_augmentation
+    from training.pipeline import make_dataset
+
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    n_classes = len(split.classes)
+    train_y = split.label_indices(split.train)
+    val_y = split.label_indices(split.val)
+    train_ds = make_dataset([s.path for s in split.train], train_y, spec, n_classes, cfg.batch_size, training=True, seed=cfg.seed, cache=cfg.cache, cache_dir=staging / "cache")
+    val_ds = (
+        make_dataset([s.path for s in split.val], val_y, spec, n_classes, cfg.batch_size, training=False, cache=cfg.cache, cache_dir=staging / "cache")
+        if split.val
+        else None
+    )
+    strategy = _strategy(cfg.strategy)
+    with strategy.scope():
+        core, base = build_classifier(backbone, (spec.height, spec.width, spec.channels), n_classes, cfg.weights, cfg.alpha, cfg.dropout)
+        augment = build_augmentation(cfg.augment, cfg.hflip, cfg.seed)
+        inputs = keras.Input(core.inputs[0].shape[1:], name="image")
+        x = augment(inputs) if augment is not None else inputs
+        trainer = keras.Model(inputs, core(x), name="trainer")
+        if backbone.pretrained:
+            base.trainable = False
+        trainer.compile(
+            optimizer=keras.optimizers.Adam(cfg.learning_rate),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+            metrics=["accuracy"],
+        )
+    monitor = "val_loss" if val_ds is not None else "loss"
+    weights = class_weights(train_y, n_classes) if cfg.class_weights == "auto" else None
+    verbose = 1 if (progress and sys.stdout.isatty()) else 2
+    history: Dict[str, List[float]] = {}
+    fine_tune_start: Optional[int] = None
+    with GracefulStop() as stopper:
+        callbacks, best = _make_callbacks(keras, core, staging, monitor, cfg, stopper)
+        h = trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=weights, callbacks=callbacks, verbose=verbose, shuffle=False)
+        _merge(history, h.history)
+        if backbone.pretrained and cfg.fine_tune_epochs > 0 and not stopper.requested:
+            fine_tune_start = len(history.get("loss", []))
+            if best.best_weights is not None:
+                core.set_weights(best.best_weights)
+            with strategy.scope():
+                _unfreeze_top(base, cfg.fine_tune_layers)
+                trainer.compile(
+                    optimizer=keras.optimizers.Adam(cfg.fine_tune_lr),
+                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                    metrics=["accuracy"],
+                )
+            print(f"fine-tuning the top {cfg.fine_tune_layers or 'all'} layers of {backbone.name} at lr {cfg.fine_tune_lr}")
+            callbacks, best2 = _make_callbacks(keras, core, staging, monitor, cfg, stopper)
+            best2.best, best2.best_weights, best2.best_epoch = best.best, best.best_weights, best.best_epoch
+            h = trainer.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=fine_tune_start,
+                epochs=fine_tune_start + cfg.fine_tune_epochs,
+                class_weight=weights,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,
+            )
+            _merge(history, h.history)
+            best = best2
+    if best.best_weights is not None:
+        core.set_weights(best.best_weights)
+    shutil.rmtree(staging / "cache", ignore_errors=True)
+    return history, stopper.requested, best.best_epoch, fine_tune_start, core
+
+
+def _unfreeze_top(base, n_layers: int) -> None:
+    """Make the top ``n_layers`` of ``base`` trainable (all when 0); batch-norm stays frozen."""
+    import keras
+
+    base.trainable = True
+    layers = base.layers
+    cut = 0 if n_layers <= 0 else max(0, len(layers) - n_layers)
+    for i, layer in enumerate(layers):
+        layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def run_train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """Entry point used by the CLI; keeps EdgesightError as-is and wraps OS errors."""
+    try:
+        return train(cfg, progress)
+    except OSError as e:
+        raise EdgesightError(f"{e.filename or cfg.out}: {e.strerror or e}; free some disk space or choose another --out") from e
