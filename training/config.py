@@ -108,6 +108,7 @@ class TrainConfig:
         unknown = sorted(set(norm) - set(known))
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(known)}")
+        _check_types(norm, where)
         try:
             return cls(**norm)
         except TypeError as e:
@@ -124,21 +125,22 @@ class TrainConfig:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: expected a mapping of option: value")
-        cfg = cls.from_mapping(d, where=str(path))
-        _check_types(cfg, str(path))
-        return cfg
+        return cls.from_mapping(d, where=str(path))
 
 
-def _check_types(cfg: TrainConfig, where: str) -> None:
-    """YAML gives us ints where floats are meant and vice versa; reject real mismatches."""
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
+def _check_types(values: Mapping[str, Any], where: str) -> None:
+    """YAML gives ints where floats are meant (fine) and strings where numbers are (not)."""
+    for f in fields(TrainConfig):
+        if f.name not in values:
+            continue
+        v = values[f.name]
         t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        optional = t.startswith("Optional[")
+        base = t[len("Optional[") : -1] if optional else t
         if v is None:
-            if not t.startswith("Optional"):
+            if not optional:
                 raise ConfigError(f"{where}: {f.name} cannot be empty")
             continue
-        base = t.replace("Optional[", "").rstrip("]")
         ok = {
             "str": isinstance(v, str),
             "int": isinstance(v, int) and not isinstance(v, bool),

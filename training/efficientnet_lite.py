@@ -271,10 +271,8 @@ def _read_cache(path: Path) -> Optional[Dict[str, np.ndarray]]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        # A damaged cache is rebuilt from the package rather than reported: it is only a cache.
+        # Absent, or damaged: rebuilt from the package rather than reported, as it is only a cache.
         return None
 
 
@@ -324,7 +322,7 @@ def load_imagenet_weights(model: keras.Model) -> keras.Model:
         key for key in pretrained if has_top or not key.startswith(f"{_CLASSIFIER}/")
     }
     targets = {f"{layer.name}/{w.name}": w for layer in model.layers for w in layer.weights}
-    if len(expected) != len(targets) or expected != set(targets):
+    if expected != set(targets):
         missing = sorted(set(targets) - expected)[:3]
         unused = sorted(expected - set(targets))[:3]
         raise BundleError(

@@ -145,10 +145,15 @@ def _merge(history: Dict[str, List[float]], h: Dict[str, List[float]]) -> None:
         history.setdefault(k, []).extend(float(x) for x in v)
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> Path:
-    """Check ``out`` and create the staging folder ``<out>.partial``."""
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing run folder unless asked to."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ConfigError(f"{out}: already exists; choose another --out or pass --overwrite")
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> Path:
+    """Check ``out`` and create the staging folder ``<out>.partial``."""
+    check_out(out, overwrite)
     staging = out.with_name(out.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
@@ -182,6 +187,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     if cfg.fine_tune_epochs and not backbone.pretrained:
         raise ConfigError(f"{backbone.name} trains from scratch; --fine-tune-epochs applies to pretrained backbones")
     out = Path(cfg.out)
+    check_out(out, cfg.overwrite)
     # Validate the data before creating anything on disk.
     scanned = scan_dataset(Path(cfg.data), progress=progress)
     split = make_split(scanned, cfg.val_split, cfg.test_split, cfg.seed)

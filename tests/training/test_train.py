@@ -1,0 +1,164 @@
+"""End-to-end training on tiny generated data (seconds per run)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from edge.errors import ConfigError
+from tests.conftest import add_bad_files, write_color_dataset
+from training.config import TrainConfig
+from training.train import class_weights, train
+
+pytestmark = pytest.mark.slow
+
+RUN_FILES = {
+    "model.keras", "labels.txt", "model.json", "config.yaml", "split.json", "skipped.txt",
+    "history.json", "training_curves.png", "metrics.json", "confusion_matrix.png",
+}
+
+
+def test_run_folder_contents(trained_run: Path):
+    assert RUN_FILES <= {p.name for p in trained_run.iterdir()}
+    assert not trained_run.with_name(trained_run.name + ".partial").exists()
+    assert (trained_run / "labels.txt").read_text() == "blue\ngreen\nred\n"
+    info = json.loads((trained_run / "model.json").read_text())
+    assert info["backbone"] == "cnn_small" and info["labels"] == ["blue", "green", "red"]
+    pre = info["preprocess"]
+    assert (pre["height"], pre["width"], pre["channels"], pre["color"]) == (16, 16, 3, "rgb")
+    assert pre["input_mean"] == [0.0] and pre["input_std"] == [1.0] and pre["model_std"] == [255.0]
+    cfg = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert cfg["img_height"] == 16 and cfg["epochs"] == 6 and cfg["weights"] == "none"
+    for png in ("training_curves.png", "confusion_matrix.png"):
+        assert (trained_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_metrics_are_honest(trained_run: Path):
+    m = json.loads((trained_run / "metrics.json").read_text())
+    assert {"accuracy", "precision_macro", "recall_macro", "f1_macro", "per_class", "confusion_matrix", "labels"} <= set(m)
+    split = json.loads((trained_run / "split.json").read_text())
+    n_test = len(split["test"])
+    assert m["split"] == "test" and m["num_samples"] == n_test == 6
+    assert sum(map(sum, m["confusion_matrix"])) == n_test
+    assert m["accuracy"] >= 5 / 6  # colours are easy; chance is 1/3
+    h = json.loads((trained_run / "history.json").read_text())
+    assert len(h["loss"]) == len(h["val_loss"]) == m["epochs_run"] == 6
+    assert 1 <= m["best_epoch"] <= 6
+
+
+def test_exported_model_has_no_augmentation(trained_run: Path):
+    import keras
+
+    model = keras.models.load_model(trained_run / "model.keras", compile=False)
+    names = [layer.name for layer in model.layers]
+    assert not any(n.startswith("aug") for n in names)
+    assert model.input_shape == (None, 16, 16, 3)
+
+
+def test_skipped_files_listed_and_training_survives(tmp_path, capsys):
+    data = write_color_dataset(tmp_path / "d", per_class=6, size=12)
+    expected = add_bad_files(data / "green")
+    out = tmp_path / "run"
+    train(TrainConfig(data=str(data), out=str(out), img_size=12, epochs=1, batch_size=8, augment="none", alpha=0.25), progress=False)
+    lines = (out / "skipped.txt").read_text().splitlines()
+    assert sorted(Path(x.split("\t")[0]).name for x in lines) == sorted(expected)
+    printed = capsys.readouterr().out
+    assert "skipped 5 file(s):" in printed and "truncated.jpg: corrupt or truncated image" in printed
+    assert json.loads((out / "metrics.json").read_text())["skipped_files"] == 5
+
+
+def test_existing_run_folder_needs_overwrite(tmp_path, trained_run):
+    cfg = TrainConfig(data="unused", out=str(trained_run), epochs=1)
+    with pytest.raises(ConfigError, match="already exists; choose another --out or pass --overwrite"):
+        train(cfg, progress=False)
+
+
+def test_bad_data_fails_before_creating_the_run(tmp_path):
+    from edge.errors import DatasetError
+
+    (tmp_path / "d" / "only").mkdir(parents=True)
+    out = tmp_path / "run"
+    with pytest.raises(DatasetError):
+        train(TrainConfig(data=str(tmp_path / "d"), out=str(out), epochs=1), progress=False)
+    assert not out.exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_class_weights_auto():
+    w = class_weights([0] * 30 + [1] * 10, 2)
+    assert w == pytest.approx({0: 40 / 60, 1: 40 / 20})
+    assert 30 * w[0] == pytest.approx(10 * w[1])
+
+
+def test_transfer_learning_two_phases_and_mirrored_strategy(tmp_path):
+    data = write_color_dataset(tmp_path / "d", per_class=6, size=32)
+    out = tmp_path / "run"
+    cfg = TrainConfig(
+        data=str(data), out=str(out), model="mobilenet_v3_small", weights="none", alpha=0.75, img_size=32,
+        epochs=1, fine_tune_epochs=1, fine_tune_layers=10, batch_size=8, augment="none", strategy="mirrored",
+        class_weights="auto",
+    )
+    res = train(cfg, progress=False)
+    h = json.loads((out / "history.json").read_text())
+    assert h["fine_tune_start_epoch"] == 1 and len(h["loss"]) == 2
+    assert h["learning_rate"][1] == pytest.approx(1e-5)
+    assert res.metrics["num_samples"] == 3
+
+
+def test_unfreeze_top_keeps_batch_norm_frozen():
+    import keras
+
+    from training.train import _unfreeze_top
+
+    base = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), include_top=False, weights=None, include_preprocessing=False)
+    base.trainable = False
+    _unfreeze_top(base, 12)
+    top = base.layers[-12:]
+    assert all(not layer.trainable for layer in base.layers[:-12])
+    assert all(layer.trainable == (not isinstance(layer, keras.layers.BatchNormalization)) for layer in top)
+    assert any(layer.trainable for layer in top)
+
+
+def test_fine_tuning_a_scratch_model_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="cnn_small trains from scratch; --fine-tune-epochs"):
+        train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "r"), fine_tune_epochs=2), progress=False)
+
+
+def test_same_seed_same_model(tmp_path):
+    data = write_color_dataset(tmp_path / "d", per_class=6, size=12)
+    weights = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        train(TrainConfig(data=str(data), out=str(out), img_size=12, epochs=2, batch_size=8, alpha=0.25, seed=5, deterministic=True, augment="light"), progress=False)
+        import keras
+
+        weights.append(keras.models.load_model(out / "model.keras", compile=False).get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(tmp_path):
+    data = write_color_dataset(tmp_path / "d", per_class=12, size=16)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edge.cli", "train", str(data), "--out", str(out), "--img-size", "16", "--epochs", "200",
+           "--batch-size", "4", "--early-stopping", "0", "--alpha", "0.25", "--augment", "none"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Epoch 3/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=180)[0]
+    output = "".join(lines) + rest
+    assert proc.returncode == 0, output
+    assert "stopping after this batch" in output and "stopped early by request" in output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["interrupted"] is True and 2 <= m["epochs_run"] < 200
+    assert (out / "model.keras").stat().st_size > 0
