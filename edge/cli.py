@@ -22,6 +22,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "train": ("training.cli", "train", "Train a classifier from a folder of labelled images."),
     "evaluate": ("training.cli", "evaluate", "Measure a trained model on labelled images."),
     "datasets": ("training.cli", "datasets", "Generate and inspect datasets."),
+    "convert": ("convert.cli", "convert", "Convert a trained model to a verified int8/float16 TFLite bundle."),
 }
 
 

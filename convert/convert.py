@@ -1,0 +1,270 @@
+"""``edgesight convert``: a run folder or .keras file -> a verified model bundle.
+
+Bundle layout: ``model.tflite`` (with standard TFLite metadata: labels and normalisation),
+``labels.txt``, ``model.json`` (the preprocessing spec from training plus quantisation details
+and the sha256 of the .tflite), ``conversion_report.json``; with ``--edgetpu`` also
+``edgetpu_report.json`` and, when the compiler is installed, ``model_edgetpu.tflite``.
+The bundle is assembled in ``<out>.partial`` and moved into place when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from convert.config import ConvertConfig
+from edge import __version__
+from edge.errors import BundleError, DatasetError
+from edge.fsutil import replace_dir, write_bytes, write_json
+from edge.interpreter import TFLiteClassifier
+from edge.spec import ModelInfo, write_model_info
+from training.data import Sample, Split, make_split, scan_dataset
+
+MODE_NAMES = {"int8": "int8", "float16": "float16", "dynamic": "dynamic-range", "float32": "float32"}
+
+
+@dataclass
+class ConversionResult:
+    bundle: Path
+    report: Dict[str, Any]
+    passed: bool
+
+
+def _image_files(folder: Path) -> List[Sample]:
+    """Every image under ``folder`` as unlabelled samples (calibration needs no labels)."""
+    from edge.preprocess import is_image_path
+    from training.data import _walk_images, check_image
+
+    files = [str(p.resolve()) for p in _walk_images(folder) if is_image_path(p)]
+    return [Sample(p, "") for p in files if check_image(p) is None]
+
+
+def calibration_samples(calib: Path, seed: int) -> Tuple[List[Sample], Optional[Split]]:
+    """Samples to calibrate on from ``--calib DATA``: a labelled dataset (stratified, its test
+    part held out for verification) or any folder of images.
+
+    Returns:
+        ``(samples, split)``; ``split`` is None for an unlabelled folder.
+    """
+    calib = Path(calib)
+    if not calib.exists():
+        raise DatasetError(f"{calib}: calibration data not found; give a folder of images or a dataset")
+    try:
+        split = make_split(scan_dataset(calib, progress=False), 0.0, 0.2, seed)
+        return split.train + split.val, split
+    except DatasetError:
+        if calib.is_file():
+            raise
+    samples = _image_files(calib)
+    if not samples:
+        raise DatasetError(f"{calib}: no readable images for calibration; give a folder with images like those the model will see")
+    return samples, None
+
+
+def _sources(source: Path, labels: Optional[Path], calib: Optional[Path], eval_data: Optional[Path], cfg: ConvertConfig, trust: bool):
+    """Resolve the model, its info, calibration and verification samples."""
+    from training.evaluate import load_model_source, samples_to_evaluate
+
+    model, info, run_dir = load_model_source(source, labels, trust)
+    shape = tuple(model.inputs[0].shape[1:])
+    spec = info.preprocess
+    if len(shape) != 3 or shape[2] not in (1, 3):
+        raise BundleError(f"{source}: model input shape {shape} is not an image")
+    if shape != (spec.height, spec.width, spec.channels):
+        raise BundleError(f"{source}: model input {shape} does not match model.json ({spec.height}, {spec.width}, {spec.channels}); re-export the run")
+    calib_samples: List[Sample] = []
+    eval_samples: List[Sample] = []
+    split: Optional[Split] = None
+    if calib is not None:
+        calib_samples, calib_split = calibration_samples(calib, cfg.seed)
+        if calib_split is not None:
+            eval_samples = calib_split.test
+    elif run_dir is not None:
+        split = Split.load(run_dir / "split.json")
+        calib_samples = split.train
+        eval_samples = split.test or split.val
+    if eval_data is not None:
+        eval_samples, _, _ = samples_to_evaluate(eval_data, "auto")
+    if cfg.needs_calibration and not calib_samples:
+        raise DatasetError(f"{source}: int8 needs calibration images: give --calib DATA (images like those the model will see)")
+    if not eval_samples:
+        raise DatasetError(f"{source}: nothing to verify the conversion on: give --eval DATA (labelled images)")
+    unknown = sorted({s.label for s in eval_samples} - set(info.labels))
+    if unknown:
+        raise DatasetError(f"verification data has classes the model does not know: {', '.join(unknown)}")
+    return model, info, run_dir, calib_samples, eval_samples
+
+
+def _bundle_info(info: ModelInfo, clf: TFLiteClassifier, tflite: bytes, cfg: ConvertConfig, run_dir: Optional[Path], source: Path) -> ModelInfo:
+    return ModelInfo(
+        labels=info.labels,
+        preprocess=info.preprocess,
+        backbone=info.backbone,
+        output=info.output,
+        toolkit_version=__version__,
+        source={**info.source, "run": str(run_dir.resolve()) if run_dir else None, "model": str(Path(source).resolve())},
+        extra={
+            **{k: v for k, v in info.extra.items() if k not in ("quantization", "model_file", "sha256")},
+            "model_file": "model.tflite",
+            "sha256": hashlib.sha256(tflite).hexdigest(),
+            "quantization": {
+                "mode": cfg.quant,
+                "per_channel": not cfg.per_tensor,
+                "input": clf.input.to_dict(),
+                "output": clf.output_tensor.to_dict(),
+            },
+        },
+    )
+
+
+def convert_source(
+    source: Path,
+    out: Path,
+    cfg: ConvertConfig,
+    labels: Optional[Path] = None,
+    calib: Optional[Path] = None,
+    eval_data: Optional[Path] = None,
+    trust: bool = False,
+    progress: bool = True,
+    overwrite: bool = True,
+    verbose: bool = False,
+) -> ConversionResult:
+    """Convert, verify and write the bundle. Inputs are validated before conversion starts.
+
+    Returns:
+        The bundle path, the report, and whether the accuracy drop is within ``cfg.max_drop``.
+        A failed check still writes the bundle, so the user can inspect it.
+
+    Raises:
+        BundleError, DatasetError, ConfigError: bad inputs (nothing is written).
+        ConversionError: the converter rejected the model (nothing is written).
+    """
+    from tqdm import tqdm
+
+    from convert.metadata import embed_metadata
+    from convert.quantize import captured_native_output, convert_keras, stratified_sample
+    from training.pipeline import load_batch
+
+    t0 = time.time()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise BundleError(f"{out}: already exists; choose another --out or pass --overwrite")
+    model, info, run_dir, calib_samples, eval_samples = _sources(source, labels, calib, eval_data, cfg, trust)
+    spec = info.preprocess
+    calibration = None
+    n_calib = 0
+    if cfg.needs_calibration:
+        picked = stratified_sample(calib_samples, cfg.num_calib, cfg.seed)
+        calibration = load_batch([s.path for s in picked], spec)
+        n_calib = len(picked)
+    with captured_native_output(not verbose) as (stream, converter_log):
+        with tqdm(total=n_calib, desc="calibrating", unit="img", file=stream, disable=(None if progress else True) if n_calib else True, leave=False) as bar:
+            raw = convert_keras(model, cfg, calibration, progress=bar.update)
+        float_bytes = raw if cfg.quant == "float32" else convert_keras(model, ConvertConfig.float32())
+    def with_metadata(model_bytes: bytes) -> bytes:
+        return embed_metadata(
+            model_bytes,
+            labels=info.labels,
+            input_mean=spec.input_mean,
+            input_std=spec.input_std,
+            name=f"{info.backbone} classifier ({MODE_NAMES[cfg.quant]})",
+            description=f"Image classifier over {info.num_classes} classes: {', '.join(info.labels[:20])}{' ...' if info.num_classes > 20 else ''}",
+            version=__version__,
+        )
+
+    tflite = with_metadata(raw)
+    # The float32 reference carries the same metadata, so the size ratio compares weights only.
+    float_bytes = tflite if cfg.quant == "float32" else with_metadata(float_bytes)
+    with captured_native_output(not verbose) as (stream, _):
+        verification = verify_and_size(model, tflite, float_bytes, info, eval_samples, progress, stream)
+        clf = TFLiteClassifier(tflite)
+    report: Dict[str, Any] = {
+        "mode": cfg.quant,
+        "io": cfg.io if cfg.quant == "int8" else "float32",
+        "config": cfg.to_dict(),
+        "calibration_images": n_calib,
+        "verification_split": "eval" if eval_data else ("test" if run_dir else "calib-holdout"),
+        **verification,
+        "max_drop_pp": cfg.max_drop,
+        "passed": verification["accuracy_drop_pp"] <= cfg.max_drop,
+        "input": clf.input.to_dict(),
+        "output": clf.output_tensor.to_dict(),
+        "toolkit_version": __version__,
+    }
+    if verification["distinct_predictions_quant"] == 1 and verification["distinct_predictions_float"] > 1:
+        report.setdefault("warnings", []).append("the converted model predicts a single class for every image")
+    binfo = _bundle_info(info, clf, tflite, cfg, run_dir, source)
+
+    staging = out.with_name(out.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        write_bytes(staging / "model.tflite", tflite)
+        write_model_info(staging, binfo)
+        write_bytes(staging / "converter.log", "".join(converter_log).encode("utf-8"))
+        if cfg.edgetpu:
+            report["edgetpu"] = _edgetpu(staging, tflite)
+        report["seconds"] = round(time.time() - t0, 2)
+        write_json(staging / "conversion_report.json", report)
+        replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ConversionResult(out, report, report["passed"])
+
+
+def verify_and_size(model, tflite: bytes, float_bytes: bytes, info: ModelInfo, samples, progress: bool, stream=None) -> Dict[str, Any]:
+    from convert.verify import verify_conversion
+
+    v = verify_conversion(model, tflite, info, samples, progress, stream=stream)
+    v["size_bytes"] = len(tflite)
+    v["float_size_bytes"] = len(float_bytes)
+    v["size_ratio"] = round(len(tflite) / len(float_bytes), 4)
+    return v
+
+
+def _edgetpu(staging: Path, tflite: bytes) -> Dict[str, Any]:
+    from convert.edgetpu import edgetpu_report, run_edgetpu_compiler
+
+    rep = edgetpu_report(tflite)
+    rep["compiler"] = run_edgetpu_compiler(staging / "model.tflite", staging)
+    compiled = rep["compiler"].get("path")
+    if rep["compiler"].get("compiled") and compiled and Path(compiled).name != "model_edgetpu.tflite":
+        Path(compiled).rename(staging / "model_edgetpu.tflite")
+        rep["compiler"]["path"] = str(staging / "model_edgetpu.tflite")
+    write_json(staging / "edgetpu_report.json", rep)
+    return {k: rep[k] for k in ("num_ops", "num_mapped", "all_mapped", "first_unmapped") if k in rep} | {"compiler": rep["compiler"]}
+
+
+ADVICE = (
+    "to recover accuracy try: more calibration images (--num-calib 1000), per-tensor weights "
+    "(--per-tensor), --quant float16 (half the size, no activation quantisation), or "
+    "fine-tuning longer so the model is less sensitive to rounding"
+)
+
+
+def format_conversion_report(report: Dict[str, Any]) -> str:
+    """A short side-by-side table for the terminal."""
+    mode = report["mode"]
+    label = mode if mode != "int8" else f"int8/{report['io']}"
+    mb = lambda n: f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"  # noqa: E731
+    lines = [
+        f"{'':<18}{'keras':>10}{label:>14}",
+        f"{'top-1 accuracy':<18}{report['float_accuracy'] * 100:>9.2f}%{report['quant_accuracy'] * 100:>13.2f}%   ({-report['accuracy_drop_pp'] + 0.0:+.2f} pp)",
+        f"{'agreement':<18}{'':>10}{report['agreement'] * 100:>13.2f}%",
+        f"{'mean |dp|':<18}{'':>10}{report['mean_abs_prob_diff']:>14.4f}",
+        f"{'size (.tflite)':<18}{mb(report['float_size_bytes']):>10}{mb(report['size_bytes']):>14}   ({report['size_ratio']:.2f}x)",
+        f"verified on {report['num_samples']} images ({report['verification_split']}), calibrated on {report['calibration_images']}",
+    ]
+    worst = sorted(report["per_class"].items(), key=lambda kv: kv[1]["change_pp"])[:3]
+    worst = [f"{c} {v['change_pp']:+.1f} pp" for c, v in worst if v["change_pp"] < 0]
+    if worst:
+        lines.append("largest per-class drops: " + ", ".join(worst))
+    for w in report.get("warnings", []):
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)

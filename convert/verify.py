@@ -1,0 +1,72 @@
+"""Side-by-side verification of a converted model against the Keras model it came from."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+
+from edge.interpreter import TFLiteClassifier
+from edge.spec import ModelInfo
+from training.data import Sample
+from training.pipeline import load_batch
+
+CHUNK = 256
+
+
+def verify_conversion(
+    keras_model,
+    tflite: bytes,
+    info: ModelInfo,
+    samples: Sequence[Sample],
+    progress: bool = True,
+    num_threads: Optional[int] = None,
+    stream=None,
+) -> Dict[str, Any]:
+    """Top-1 accuracy of both models, agreement, probability differences, per-class change.
+
+    Both models see the same uint8 images, decoded and resized by the runtime's own code; the
+    TFLite model runs in the device runtime's interpreter wrapper, exactly as on the device.
+
+    Returns:
+        The verification part of ``conversion_report.json``.
+    """
+    from tqdm import tqdm
+
+    index = {c: i for i, c in enumerate(info.labels)}
+    y = np.array([index[s.label] for s in samples], dtype=np.int64)
+    spec = info.preprocess
+    clf = TFLiteClassifier(tflite, num_threads=num_threads or os.cpu_count(), output=info.output, input_mean=spec.input_mean[0], input_std=spec.input_std[0])
+    kp = np.zeros((len(samples), info.num_classes), np.float32)
+    qp = np.zeros_like(kp)
+    with tqdm(total=len(samples), desc="verifying", unit="img", disable=None if progress else True, leave=False, file=stream) as bar:
+        for start in range(0, len(samples), CHUNK):
+            chunk = samples[start : start + CHUNK]
+            images = load_batch([s.path for s in chunk], spec)
+            kp[start : start + len(chunk)] = keras_model.predict(images.astype(np.float32), batch_size=64, verbose=0)
+            qp[start : start + len(chunk)] = clf.predict_batch(images, progress=bar.update)
+    kpred, qpred = kp.argmax(1), qp.argmax(1)
+    per_class = {}
+    for c, i in index.items():
+        m = y == i
+        n = int(m.sum())
+        fa = float((kpred[m] == i).mean()) if n else 0.0
+        qa = float((qpred[m] == i).mean()) if n else 0.0
+        per_class[c] = {"support": n, "float_accuracy": fa, "quant_accuracy": qa, "change_pp": round((qa - fa) * 100, 4)}
+    diff = np.abs(kp - qp)
+    float_acc = float((kpred == y).mean())
+    quant_acc = float((qpred == y).mean())
+    return {
+        "num_samples": int(len(samples)),
+        "float_accuracy": float_acc,
+        "quant_accuracy": quant_acc,
+        "accuracy_drop_pp": round((float_acc - quant_acc) * 100, 4),
+        "agreement": float((kpred == qpred).mean()),
+        "mean_abs_prob_diff": float(diff.mean()),
+        "max_abs_prob_diff": float(diff.max()),
+        "distinct_predictions_float": int(len(np.unique(kpred))),
+        "distinct_predictions_quant": int(len(np.unique(qpred))),
+        "per_class": per_class,
+        "predictions_quant": qpred.tolist(),
+    }

@@ -1,0 +1,177 @@
+"""The one module that imports a LiteRT backend.
+
+Backends are tried in order: ``ai_edge_litert`` (current LiteRT), ``tflite_runtime`` (older
+Raspberry Pi OS images; NumPy 1.x only) and ``tensorflow.lite`` (when TensorFlow happens to be
+installed). Nothing is imported until a model is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from edge.errors import BundleError, MissingDependencyError
+from edge.quant import dequantize, pixels_to_input, softmax
+
+BACKENDS = (
+    ("ai_edge_litert", "ai_edge_litert.interpreter"),
+    ("tflite_runtime", "tflite_runtime.interpreter"),
+    ("tensorflow.lite", "tensorflow.lite"),
+)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    version: str
+    interpreter_class: Callable[..., Any]
+    load_delegate: Optional[Callable[..., Any]]
+
+
+def load_backend(prefer: Optional[str] = None) -> Backend:
+    """Import the first LiteRT backend that loads (or only ``prefer``).
+
+    Raises:
+        MissingDependencyError: none of the backends can be imported.
+    """
+    errors: List[str] = []
+    for name, module in BACKENDS:
+        if prefer and name != prefer:
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except Exception as e:  # a backend built for another NumPy raises more than ImportError
+            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            continue
+        interp = getattr(mod, "Interpreter")
+        delegate = getattr(mod, "load_delegate", None)
+        if name == "tensorflow.lite":
+            delegate = getattr(getattr(mod, "experimental", None), "load_delegate", None)
+        top = importlib.import_module(name.split(".")[0])
+        version = str(getattr(top, "__version__", "unknown"))
+        return Backend(name, version, interp, delegate)
+    raise MissingDependencyError(
+        "no LiteRT interpreter could be imported (" + "; ".join(errors) + "); install one with: pip install ai-edge-litert"
+    )
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    index: int
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    scale: float
+    zero_point: int
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype.kind in "iu" and self.scale != 0.0
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype.name, "scale": self.scale, "zero_point": self.zero_point}
+
+
+def _tensor_info(d: dict) -> TensorInfo:
+    scale, zp = d.get("quantization", (0.0, 0))
+    return TensorInfo(d["name"], int(d["index"]), tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]), float(scale), int(zp))
+
+
+class TFLiteClassifier:
+    """A TFLite image classifier: uint8 pixels in, class probabilities out.
+
+    Args:
+        model: path to a ``.tflite`` file, or its bytes.
+        num_threads: interpreter threads (None: the backend's default).
+        delegates: delegate objects (e.g. the Edge TPU's) to attach.
+        output: ``probabilities`` or ``logits`` (softmax is applied to logits).
+        input_mean, input_std: caller-side normalisation for float inputs (from model.json).
+        backend: a loaded :class:`Backend` (default: :func:`load_backend`).
+
+    Raises:
+        BundleError: the file is not a TFLite model or its input is not an image.
+    """
+
+    def __init__(
+        self,
+        model: Union[str, Path, bytes],
+        num_threads: Optional[int] = None,
+        delegates: Sequence[Any] = (),
+        output: str = "probabilities",
+        input_mean: float = 0.0,
+        input_std: float = 1.0,
+        backend: Optional[Backend] = None,
+    ) -> None:
+        self.backend = backend or load_backend()
+        where = str(model) if not isinstance(model, bytes) else "<model bytes>"
+        kwargs: dict = {"num_threads": num_threads}
+        if delegates:
+            kwargs["experimental_delegates"] = list(delegates)
+        if isinstance(model, bytes):
+            kwargs["model_content"] = model
+        else:
+            if not Path(model).is_file():
+                raise BundleError(f"{model}: model file not found")
+            kwargs["model_path"] = str(model)
+        try:
+            self._interp = self.backend.interpreter_class(**kwargs)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise BundleError(f"{where}: not a loadable TFLite model ({str(e).splitlines()[0] if str(e) else type(e).__name__}); give a .tflite file written by a TFLite converter") from e
+        ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise BundleError(f"{where}: expected one input and one output tensor, found {len(ins)} and {len(outs)}")
+        self.input = _tensor_info(ins[0])
+        self.output_tensor = _tensor_info(outs[0])
+        shape = self.input.shape
+        if len(shape) != 4 or shape[3] not in (1, 3):
+            raise BundleError(f"{where}: input shape {shape} is not an image (expected 1 x height x width x 1 or 3)")
+        self.output_kind = output
+        self.input_mean, self.input_std = float(input_mean), float(input_std)
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        return self.input.shape[1], self.input.shape[2]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.output_tensor.shape[-1])
+
+    def set_pixels(self, pixels: np.ndarray) -> None:
+        """Load one ``HxWxC`` uint8 image (already resized) into the input tensor."""
+        x = pixels_to_input(pixels, self.input.dtype, self.input.scale, self.input.zero_point, self.input_mean, self.input_std)
+        self._interp.set_tensor(self.input.index, x.reshape(self.input.shape))
+
+    def invoke(self) -> None:
+        self._interp.invoke()
+
+    def raw_output(self) -> np.ndarray:
+        return self._interp.get_tensor(self.output_tensor.index)[0]
+
+    def output_probabilities(self) -> np.ndarray:
+        """The current output as float32 probabilities (dequantised; softmax for logits)."""
+        out = self.raw_output()
+        if self.output_tensor.quantized:
+            out = dequantize(out, self.output_tensor.scale, self.output_tensor.zero_point)
+        else:
+            out = out.astype(np.float32)
+        return softmax(out) if self.output_kind == "logits" else out
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities for one uint8 image, ``HxWxC`` at the model's input size."""
+        self.set_pixels(pixels)
+        self.invoke()
+        return self.output_probabilities()
+
+    def predict_batch(self, batch: np.ndarray, progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
+        """Probabilities for ``NxHxWxC`` uint8 images, one invoke each (the model has batch 1)."""
+        out = np.zeros((len(batch), self.num_classes), np.float32)
+        for i, img in enumerate(batch):
+            out[i] = self.predict(img)
+            if progress:
+                progress(1)
+        return out

@@ -1,0 +1,245 @@
+"""``edgesight convert`` on a small trained run: every mode, the report, the bundle, bad input."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from convert.config import ConvertConfig
+from convert.convert import convert_source
+from edge.cli import main
+from edge.errors import BundleError, ConfigError, DatasetError
+from edge.interpreter import TFLiteClassifier
+from tests.conftest import write_color_dataset
+from training.data import Split
+from training.pipeline import load_batch
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "int8"
+    res = convert_source(trained_run, out, ConvertConfig.int8(), progress=False)
+    return out, res
+
+
+def _keras_and_tflite_probs(run: Path, bundle: Path):
+    import keras
+
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    split = Split.load(run / "split.json")
+    info = json.loads((run / "model.json").read_text())
+    from edge.spec import PreprocessSpec
+
+    spec = PreprocessSpec.from_dict(info["preprocess"])
+    images = load_batch([s.path for s in split.test], spec)
+    kp = model.predict(images.astype(np.float32), verbose=0)
+    clf = TFLiteClassifier(bundle / "model.tflite")
+    return kp, clf.predict_batch(images), clf
+
+
+def test_int8_bundle_contents(int8_bundle, trained_run):
+    out, res = int8_bundle
+    assert {p.name for p in out.iterdir()} == {"model.tflite", "labels.txt", "model.json", "conversion_report.json", "converter.log"}
+    assert not out.with_name("int8.partial").exists()
+    info = json.loads((out / "model.json").read_text())
+    data = (out / "model.tflite").read_bytes()
+    assert info["sha256"] == hashlib.sha256(data).hexdigest()
+    assert info["labels"] == ["blue", "green", "red"] and (out / "labels.txt").read_text() == "blue\ngreen\nred\n"
+    q = info["quantization"]
+    assert q["mode"] == "int8" and q["input"]["dtype"] == "uint8" and q["output"]["dtype"] == "uint8"
+    assert q["input"]["zero_point"] == 0 and abs(q["input"]["scale"] - 1.0) < 0.01  # raw pixels in
+    assert info["preprocess"] == json.loads((trained_run / "model.json").read_text())["preprocess"]
+    assert info["source"]["run"] == str(trained_run.resolve())
+
+
+def test_int8_report(int8_bundle, trained_run):
+    out, res = int8_bundle
+    r = json.loads((out / "conversion_report.json").read_text())
+    for key in ("float_accuracy", "quant_accuracy", "agreement", "size_bytes", "float_size_bytes", "mean_abs_prob_diff", "per_class", "size_ratio"):
+        assert key in r
+    assert r["num_samples"] == len(Split.load(trained_run / "split.json").test) == 6
+    assert r["size_bytes"] == (out / "model.tflite").stat().st_size
+    assert r["calibration_images"] == len(Split.load(trained_run / "split.json").train)
+    assert r["float_accuracy"] == json.loads((trained_run / "metrics.json").read_text())["accuracy"]
+    assert r["passed"] == (r["accuracy_drop_pp"] <= 1.0) and res.passed == r["passed"]
+    assert set(r["per_class"]) == {"blue", "green", "red"}
+
+
+def test_int8_outputs_match_keras(int8_bundle, trained_run):
+    out, _ = int8_bundle
+    kp, qp, clf = _keras_and_tflite_probs(trained_run, out)
+    assert clf.input.dtype == np.uint8
+    assert np.abs(kp - qp).max() < 0.08  # one uint8 output step is 1/256; rounding compounds over layers
+    assert (kp.argmax(1) == qp.argmax(1)).mean() >= 5 / 6
+
+
+@pytest.mark.parametrize("mode,tol", [("float32", 1e-5), ("float16", 2e-3), ("dynamic", 0.05)])
+def test_float_modes(trained_run, tmp_path, mode, tol):
+    out = tmp_path / mode
+    res = convert_source(trained_run, out, ConvertConfig(quant=mode), progress=False)
+    kp, qp, clf = _keras_and_tflite_probs(trained_run, out)
+    assert clf.input.dtype == np.float32
+    assert np.abs(kp - qp).max() < tol
+    assert res.report["mode"] == mode and res.report["calibration_images"] == 0
+    if mode == "float32":
+        assert res.report["size_ratio"] == 1.0
+    if mode == "float16":
+        assert 0.4 < res.report["size_ratio"] < 0.75
+
+
+def test_int8_io_int8(trained_run, tmp_path):
+    res = convert_source(trained_run, tmp_path / "b", ConvertConfig.int8(io="int8", num_calib=20), progress=False)
+    info = json.loads((tmp_path / "b" / "model.json").read_text())
+    assert info["quantization"]["input"]["dtype"] == "int8" and info["quantization"]["input"]["zero_point"] == -128
+    assert res.report["calibration_images"] == 20
+
+
+def test_cli_bare_keras_with_labels_and_plain_calibration_folder(trained_run, tmp_path, capsys):
+    shutil.copy(trained_run / "model.keras", tmp_path / "m.keras")
+    (tmp_path / "labels.txt").write_text("blue\ngreen\nred\n")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    data = write_color_dataset(tmp_path / "holdout", per_class=6, size=20, seed=11)
+    for p in sorted(data.rglob("*.png"))[::2]:
+        shutil.copy(p, calib / f"{p.parent.name}_{p.name}")
+    code, out, err = run_cli(["convert", tmp_path / "m.keras", "--labels", tmp_path / "labels.txt", "--calib", calib,
+                              "--eval", data, "--quant", "int8", "--out", tmp_path / "bundle"], capsys)
+    assert code in (0, 1), err
+    r = json.loads((tmp_path / "bundle" / "conversion_report.json").read_text())
+    assert r["calibration_images"] == 9 and r["num_samples"] == 18 and r["verification_split"] == "eval"
+    assert "top-1 accuracy" in out and "agreement" in out and "bundle:" in out
+
+
+def test_mismatched_calibration_fails_the_check_but_keeps_the_bundle(trained_run, tmp_path, capsys):
+    # Calibrating on images unlike the real input is the classic silent int8 failure.
+    shutil.copy(trained_run / "model.keras", tmp_path / "m.keras")
+    (tmp_path / "labels.txt").write_text("blue\ngreen\nred\n")
+    calib = tmp_path / "dark"
+    calib.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(calib / f"{i}.png"), np.full((16, 16, 3), i, np.uint8))
+    data = write_color_dataset(tmp_path / "holdout", per_class=8, size=16, seed=12)
+    code, out, err = run_cli(["convert", tmp_path / "m.keras", "--labels", tmp_path / "labels.txt", "--calib", calib,
+                              "--eval", data, "--out", tmp_path / "bundle"], capsys)
+    r = json.loads((tmp_path / "bundle" / "conversion_report.json").read_text())
+    assert r["accuracy_drop_pp"] > 1.0 and r["passed"] is False
+    assert code == 1
+    assert "more than --max-drop 1.0" in err and "--num-calib" in err and "--per-tensor" in err and "float16" in err
+    assert (tmp_path / "bundle" / "model.tflite").exists()
+
+
+def test_bad_inputs_leave_no_bundle(trained_run, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    (tmp_path / "fake.keras").write_text("nope")
+    code, _, err = run_cli(["convert", tmp_path / "fake.keras", "--out", out], capsys)
+    assert code == 1 and "fake.keras: not a" in err
+
+    shutil.copy(trained_run / "model.keras", tmp_path / "m.keras")
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    code, _, err = run_cli(["convert", tmp_path / "m.keras", "--labels", tmp_path / "two.txt", "--out", out], capsys)
+    assert code == 1 and "two.txt: 2 labels but the model has 3 outputs" in err
+
+    (tmp_path / "labels.txt").write_text("blue\ngreen\nred\n")
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(["convert", tmp_path / "m.keras", "--labels", tmp_path / "labels.txt", "--calib", tmp_path / "empty", "--out", out], capsys)
+    assert code == 1 and "empty" in err and ("no readable images" in err or "empty" in err)
+
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.jpg").write_text("not an image")
+    code, _, err = run_cli(["convert", tmp_path / "m.keras", "--labels", tmp_path / "labels.txt", "--calib", tmp_path / "junk", "--out", out], capsys)
+    assert code == 1 and "junk: no readable images for calibration" in err
+
+    code, _, err = run_cli(["convert", tmp_path / "m.keras", "--labels", tmp_path / "labels.txt", "--out", out], capsys)
+    assert code == 1 and "int8 needs calibration images: give --calib DATA" in err
+
+    import keras
+
+    inp = keras.Input((10,))
+    keras.Model(inp, keras.layers.Dense(3, activation="softmax")(inp)).save(tmp_path / "vec.keras")
+    code, _, err = run_cli(["convert", tmp_path / "vec.keras", "--labels", tmp_path / "labels.txt", "--out", out], capsys)
+    assert code == 1 and "is not an image" in err
+    assert not out.exists() and not (tmp_path / "bundle.partial").exists()
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="--edgetpu needs --quant int8"):
+        ConvertConfig(quant="float16", edgetpu=True)
+    with pytest.raises(ConfigError, match="--edgetpu needs --io uint8"):
+        ConvertConfig(quant="int8", io="int8", edgetpu=True)
+    with pytest.raises(ConfigError, match="unknown quantisation 'int4'"):
+        ConvertConfig(quant="int4")
+
+
+def test_interpreter_rejects_non_models(tmp_path):
+    (tmp_path / "x.tflite").write_bytes(b"\0" * 64)
+    with pytest.raises(BundleError, match="x.tflite: not a loadable TFLite model"):
+        TFLiteClassifier(tmp_path / "x.tflite")
+
+
+def test_edgetpu_bundle_without_compiler(trained_run, tmp_path, monkeypatch):
+    empty = tmp_path / "nobin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    res = convert_source(trained_run, tmp_path / "coral", ConvertConfig.int8(edgetpu=True, num_calib=30), progress=False)
+    rep = json.loads((tmp_path / "coral" / "edgetpu_report.json").read_text())
+    assert rep["all_mapped"] is True and rep["num_mapped"] == rep["num_ops"] > 5
+    assert rep["compiler"]["compiled"] is False and "x86-64 Linux" in rep["compiler"]["reason"]
+    assert res.report["edgetpu"]["all_mapped"] is True
+    assert not (tmp_path / "coral" / "model_edgetpu.tflite").exists()
+    info = json.loads((tmp_path / "coral" / "model.json").read_text())
+    assert info["quantization"]["input"]["shape"] == [1, 16, 16, 3]  # static batch 1
+
+
+@pytest.mark.hardware
+def test_edgetpu_bundle_with_compiler(trained_run, tmp_path, monkeypatch):
+    import stat
+    import sys
+
+    from tests.convert.test_edgetpu import FAKE_COMPILER, OK_LOG
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "edgetpu_compiler"
+    exe.write_text(FAKE_COMPILER.format(python=sys.executable, log=OK_LOG))
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("FAKE_ARGV_FILE", str(tmp_path / "argv.txt"))
+    convert_source(trained_run, tmp_path / "coral", ConvertConfig.int8(edgetpu=True, num_calib=30), progress=False)
+    rep = json.loads((tmp_path / "coral" / "edgetpu_report.json").read_text())
+    assert rep["compiler"]["compiled"] is True and "Compilation succeeded!" in rep["compiler"]["log"]
+    assert (tmp_path / "coral" / "model_edgetpu.tflite").is_file()
+
+
+def test_mediapipe_reads_our_labels_and_agrees(int8_bundle, trained_run):
+    mp = pytest.importorskip("mediapipe")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    from edge.preprocess import load_for_model
+    from edge.spec import read_model_info
+
+    out, res = int8_bundle
+    info = read_model_info(out)
+    ours = TFLiteClassifier(out / "model.tflite")
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(out / "model.tflite")), max_results=3)
+    samples = Split.load(trained_run / "split.json").test
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for s in samples:
+            px = load_for_model(Path(s.path), info.preprocess)
+            result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(px)))
+            top = result.classifications[0].categories[0]
+            assert top.category_name == info.labels[top.index]
+            assert top.index == int(ours.predict(px).argmax())
+    assert res.report["predictions_quant"] == [int(ours.predict(load_for_model(Path(s.path), info.preprocess)).argmax()) for s in samples]
