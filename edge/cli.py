@@ -62,6 +62,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     Typical flow:
       edgesight train photos/ --out runs/signs
       edgesight evaluate runs/signs holdout/
+      edgesight convert runs/signs --quant int8 --out models/signs-int8
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
     ctx.obj = State(verbose)

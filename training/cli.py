@@ -105,20 +105,27 @@ def train(ctx: click.Context, data: Optional[Path], config_path: Optional[Path],
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
 @click.argument("data", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--split", type=click.Choice(["auto", "train", "val", "test", "all"]), default="auto", show_default=True, help="auto: the test/ split of a pre-split folder (or of the run's split.json when DATA is omitted), else every image.")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="labels.txt for a bare .keras file.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="labels.txt for a bare .keras or .tflite file.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the confusion matrix as PNG.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--trust-model", is_flag=True, help="Allow Lambda/custom layers, which run code from the model file.")
 def evaluate(model: Path, data: Optional[Path], split: str, labels: Optional[Path], json_out: Optional[Path], plot: Optional[Path], batch_size: int, trust_model: bool) -> None:
-    """Measure MODEL (a run folder or .keras file) on DATA (a dataset folder or CSV; default:
-    the run's own test split)."""
+    """Measure MODEL (a run folder, .keras file, model bundle or .tflite file) on DATA (a dataset
+    folder or CSV; default: the run's own test split)."""
     from edge.fsutil import write_json
     from edge.metrics import format_report
     from training.data import format_skipped
-    from training.evaluate import load_model_source, report_for, samples_to_evaluate
+    from training.evaluate import is_tflite_source, load_model_source, report_for, samples_to_evaluate
 
-    keras_model, info, run_dir = load_model_source(model, labels, trust_model)
+    if is_tflite_source(model):
+        from edge.bundle import labels_arg, load_bundle
+
+        bundle = load_bundle(model, labels_arg(labels))
+        keras_model, info = bundle.model_path, bundle.info
+        run_dir = Path(info.source["run"]) if info.source.get("run") and data is None else None
+    else:
+        keras_model, info, run_dir = load_model_source(model, labels, trust_model)
     if data is None:
         if run_dir is None:
             raise ConfigError(f"{model}: a bare model file needs DATA to evaluate on")

@@ -91,13 +91,42 @@ def predict_probs(model, paths: Sequence[str], spec: PreprocessSpec, batch_size:
     return np.asarray(model.predict(ds, verbose=0))
 
 
+def tflite_probs(model_path: Path, paths: Sequence[str], info: ModelInfo, chunk: int = 256) -> np.ndarray:
+    """Class probabilities from a .tflite model, through the device runtime's interpreter."""
+    from edge.interpreter import TFLiteClassifier
+    from training.pipeline import load_batch
+
+    spec = info.preprocess
+    clf = TFLiteClassifier(model_path, num_threads=os.cpu_count(), output=info.output, input_mean=spec.input_mean[0], input_std=spec.input_std[0])
+    out = np.zeros((len(paths), clf.num_classes), np.float32)
+    for start in range(0, len(paths), chunk):
+        part = paths[start : start + chunk]
+        out[start : start + len(part)] = clf.predict_batch(load_batch(part, spec))
+    return out
+
+
+def is_tflite_source(source: Path) -> bool:
+    """A .tflite file, or a bundle folder (model.tflite without model.keras)."""
+    source = Path(source)
+    if source.is_dir():
+        return (source / "model.tflite").exists() and not (source / "model.keras").exists()
+    return source.suffix.lower() == ".tflite"
+
+
 def report_for(model, info: ModelInfo, samples: Sequence[Sample], batch_size: int = 64) -> Dict[str, Any]:
-    """Predict ``samples`` and compute the classification report against their labels."""
+    """Predict ``samples`` and compute the classification report against their labels.
+
+    ``model`` is a Keras model or the path of a .tflite file.
+    """
     index = {c: i for i, c in enumerate(info.labels)}
     unknown = sorted({s.label for s in samples} - set(index))
     if unknown:
         raise DatasetError(f"classes not known to the model: {', '.join(unknown)}; the model knows {', '.join(info.labels)}")
-    probs = predict_probs(model, [s.path for s in samples], info.preprocess, batch_size)
+    paths = [s.path for s in samples]
+    if isinstance(model, (str, Path)):
+        probs = tflite_probs(Path(model), paths, info)
+    else:
+        probs = predict_probs(model, paths, info.preprocess, batch_size)
     y_true = [index[s.label] for s in samples]
     y_pred = probs.argmax(axis=1).tolist()
     return classification_report(y_true, y_pred, info.labels)

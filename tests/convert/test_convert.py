@@ -243,3 +243,33 @@ def test_mediapipe_reads_our_labels_and_agrees(int8_bundle, trained_run):
             assert top.category_name == info.labels[top.index]
             assert top.index == int(ours.predict(px).argmax())
     assert res.report["predictions_quant"] == [int(ours.predict(load_for_model(Path(s.path), info.preprocess)).argmax()) for s in samples]
+
+
+def test_evaluate_bundle_matches_conversion_report(int8_bundle, trained_run, tmp_path, capsys):
+    out, res = int8_bundle
+    code, text, err = run_cli(["evaluate", out, "--json", tmp_path / "e.json"], capsys)
+    assert code == 0, err
+    r = json.loads((tmp_path / "e.json").read_text())
+    assert r["split"] == "test" and r["accuracy"] == res.report["quant_accuracy"]
+    code, text, err = run_cli(["evaluate", out / "model.tflite", trained_run, "--json", tmp_path / "f.json"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "f.json").read_text())["accuracy"] == r["accuracy"]
+
+
+def test_bundle_sha256_and_bare_tflite_labels(int8_bundle, tmp_path):
+    from edge.bundle import load_bundle
+
+    out, _ = int8_bundle
+    b = load_bundle(out)
+    assert b.model_path == out / "model.tflite" and b.info.labels == ("blue", "green", "red")
+    bare = tmp_path / "bare.tflite"
+    shutil.copy(out / "model.tflite", bare)
+    info = load_bundle(bare).info  # labels from the embedded metadata
+    assert info.labels == ("blue", "green", "red") and info.preprocess.size == (16, 16)
+    copy = tmp_path / "tampered"
+    shutil.copytree(out, copy)
+    data = bytearray((copy / "model.tflite").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "model.tflite").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model.tflite: sha256 does not match .*model.json"):
+        load_bundle(copy)
