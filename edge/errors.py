@@ -20,6 +20,10 @@ class BundleError(EdgesightError):
     """A model file, run folder or model bundle is missing, corrupt or inconsistent."""
 
 
+class SourceError(EdgesightError):
+    """A frame source (camera, stream, video file, image folder) cannot be opened or read."""
+
+
 class MissingDependencyError(EdgesightError):
     """An optional dependency is not installed; the message names the extra to add."""
 

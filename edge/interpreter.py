@@ -59,6 +59,35 @@ def load_backend(prefer: Optional[str] = None) -> Backend:
     )
 
 
+EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+EDGETPU_INSTALL = (
+    "install the Edge TPU runtime from Coral's apt repository (sudo apt-get install libedgetpu1-std; "
+    "see https://coral.ai/docs/accelerator/get-started/) and connect the accelerator"
+)
+
+
+def edgetpu_delegate(backend: Backend, device: Optional[str] = None):
+    """Load the Coral Edge TPU delegate (``libedgetpu.so.1`` on Linux).
+
+    Args:
+        backend: the LiteRT backend whose ``load_delegate`` to use.
+        device: ``usb``, ``pci``, ``usb:0``... to pick one accelerator (None: the first).
+
+    Raises:
+        MissingDependencyError: the runtime library or the device is missing, with how to fix it.
+    """
+    import platform
+
+    lib = EDGETPU_LIBRARY.get(platform.system(), "libedgetpu.so.1")
+    if backend.load_delegate is None:
+        raise MissingDependencyError(f"the {backend.name} backend cannot load delegates; pip install ai-edge-litert")
+    try:
+        return backend.load_delegate(lib, {"device": device} if device else {})
+    except (ValueError, OSError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MissingDependencyError(f"the Edge TPU delegate {lib} could not be loaded ({reason}); {EDGETPU_INSTALL}") from e
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     name: str

@@ -102,3 +102,40 @@ def prepare_image(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def load_for_model(path: Path, spec: PreprocessSpec) -> np.ndarray:
     """Read an image file and return it as the model's uint8 ``HxWxC`` input."""
     return prepare_image(read_image(path, spec.color), spec)
+
+
+def parse_roi(text: str) -> Tuple[int, int, int, int]:
+    """``"x,y,w,h"`` -> a tuple of ints (a fixed inspection window, e.g. on a conveyor)."""
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise EdgesightError(f"--roi '{text}': expected x,y,w,h in pixels, e.g. 100,80,400,400") from None
+    if w <= 0 or h <= 0 or x < 0 or y < 0:
+        raise EdgesightError(f"--roi '{text}': width and height must be positive and x, y not negative")
+    return x, y, w, h
+
+
+def crop_roi(image: np.ndarray, roi: Tuple[int, int, int, int]) -> np.ndarray:
+    """The ``x,y,w,h`` window of ``image``; raises if it lies outside the frame."""
+    x, y, w, h = roi
+    H, W = image.shape[:2]
+    if x + w > W or y + h > H:
+        raise EdgesightError(f"--roi {x},{y},{w},{h} lies outside the {W}x{H} frame; choose a window inside it")
+    return image[y : y + h, x : x + w]
+
+
+def frame_to_pixels(frame_bgr: np.ndarray, spec: PreprocessSpec, roi=None) -> np.ndarray:
+    """A BGR camera frame -> the model's uint8 input (``HxWxC``), matching training exactly.
+
+    Resizing acts on each channel independently, so resizing before the BGR->RGB swap gives the
+    same pixels as training (which swaps first) while converting far fewer of them.
+    """
+    img = crop_roi(frame_bgr, roi) if roi else frame_bgr
+    if spec.color == "grayscale":
+        if img.ndim == 3 and img.shape[2] == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        return resize(img if img.ndim == 3 else img[:, :, None], spec.size, spec.resize, spec.interpolation)
+    if img.ndim == 2 or img.shape[2] == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    out = resize(img, spec.size, spec.resize, spec.interpolation)
+    return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)

@@ -67,3 +67,14 @@ def trained_run(tmp_path_factory, color_data) -> Path:
     )
     train(cfg, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def color_bundle(tmp_path_factory, trained_run) -> Path:
+    """The int8 (uint8 I/O) bundle of ``trained_run``, for the runtime tests."""
+    from convert.config import ConvertConfig
+    from convert.convert import convert_source
+
+    out = tmp_path_factory.mktemp("bundles") / "colors-int8"
+    convert_source(trained_run, out, ConvertConfig.int8(), progress=False)
+    return out

@@ -75,3 +75,30 @@ def test_load_for_model(tmp_path):
     spec = PreprocessSpec(height=16, width=24, color="grayscale")
     out = load_for_model(tmp_path / "x.png", spec)
     assert out.shape == (16, 24, 1) and out.dtype == np.uint8
+
+
+def test_frame_path_equals_file_path(tmp_path):
+    from edge.preprocess import frame_to_pixels
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "f.png"), img)
+    for mode in ("stretch", "crop", "pad"):
+        spec = PreprocessSpec(height=32, width=24, resize=mode)
+        np.testing.assert_array_equal(frame_to_pixels(img, spec), load_for_model(tmp_path / "f.png", spec))
+
+
+def test_roi_crop_and_errors():
+    from edge.errors import EdgesightError
+    from edge.preprocess import crop_roi, frame_to_pixels, parse_roi
+
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[10:60, 20:120] = (0, 0, 255)  # a red window in BGR
+    roi = parse_roi("20,10,100,50")
+    assert crop_roi(img, roi).shape == (50, 100, 3)
+    px = frame_to_pixels(img, PreprocessSpec(height=8, width=8), roi)
+    assert (px[..., 0] == 255).all() and (px[..., 1:] == 0).all()  # pure red, in RGB order
+    with pytest.raises(EdgesightError, match="expected x,y,w,h"):
+        parse_roi("1,2,3")
+    with pytest.raises(EdgesightError, match="outside the 200x100 frame"):
+        crop_roi(img, (150, 0, 100, 10))

@@ -1,0 +1,160 @@
+"""The real-time loop: source -> preprocess -> invoke -> postprocess -> sinks.
+
+One frame at a time on the calling thread (the interpreter is not shared); capture runs on the
+source's thread and each slow sink on its own, so neither stalls inference. SIGINT and SIGTERM
+finish the current frame, flush the sinks and return the statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence, Tuple
+
+
+from edge.frames import FrameSource, Result, Sink
+from edge.interpreter import TFLiteClassifier
+from edge.postprocess import Decider
+from edge.preprocess import frame_to_pixels
+from edge.spec import ModelInfo
+from edge.stats import LoopStats
+
+log = logging.getLogger("edgesight.run")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Options of the loop itself (sources and sinks are built by the caller).
+
+    Attributes:
+        threshold: below it the label is ``unknown``.
+        smooth: frames averaged for the reported label (1: none).
+        hysteresis: margin for switching labels when smoothing.
+        top_k: entries of the raw output reported with each result.
+        roi: ``(x, y, w, h)`` window classified instead of the whole frame.
+        max_frames: stop after this many results (0: no limit).
+        duration: stop after this many seconds (0: no limit).
+        stats_interval: seconds between progress lines (0: none).
+    """
+
+    threshold: float = 0.0
+    smooth: int = 1
+    hysteresis: float = 0.1
+    top_k: int = 3
+    roi: Optional[Tuple[int, int, int, int]] = None
+    max_frames: int = 0
+    duration: float = 0.0
+    stats_interval: float = 5.0
+
+
+@dataclass
+class StopFlag:
+    """Set by a signal or a sink (a display's q key); checked between frames."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""
+
+    def set(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+class signals_stop:
+    """Context manager: SIGINT/SIGTERM set the stop flag instead of killing the process; a
+    second SIGINT raises KeyboardInterrupt as usual."""
+
+    def __init__(self, flag: StopFlag) -> None:
+        self.flag = flag
+        self._old: dict = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.flag.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.flag.set(signal.Signals(signum).name)
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self.flag
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def run_loop(
+    model: TFLiteClassifier,
+    info: ModelInfo,
+    source: FrameSource,
+    sinks: Sequence[Sink],
+    cfg: LoopConfig,
+    stop: Optional[StopFlag] = None,
+    on_stats: Optional[Callable[[LoopStats], None]] = None,
+    printer: Callable[[str], None] = print,
+) -> LoopStats:
+    """Classify frames from ``source`` until it ends, a limit is reached, or ``stop`` is set.
+
+    Returns:
+        The loop statistics (also handed to ``on_stats`` every ``stats_interval``).
+    """
+    from edge.overlay import draw_overlay
+
+    stop = stop or StopFlag()
+    stats = LoopStats()
+    decider = Decider(info.labels, cfg.threshold, cfg.top_k, cfg.smooth, cfg.hysteresis)
+    spec = info.preprocess
+    annotate = any(getattr(s, "needs_annotated", False) for s in sinks)
+    while not stop.is_set():
+        frame = source.read()
+        if frame is None:
+            if getattr(source, "live", False):
+                continue  # a live source timed out waiting (e.g. reconnecting): keep going
+            break
+        t0 = time.monotonic()
+        pixels = frame_to_pixels(frame.image, spec, cfg.roi)
+        t1 = time.monotonic()
+        model.set_pixels(pixels)
+        model.invoke()
+        t2 = time.monotonic()
+        probs = model.output_probabilities()
+        label, score, top, changed = decider(probs)
+        t3 = time.monotonic()
+        result = Result(
+            frame_index=frame.index,
+            timestamp=frame.timestamp,
+            wall_time=frame.wall_time,
+            label=label,
+            score=score,
+            top_k=top,
+            latency_ms=(t3 - frame.timestamp) * 1000.0,
+            stages_ms={"preprocess": (t1 - t0) * 1000.0, "invoke": (t2 - t1) * 1000.0, "postprocess": (t3 - t2) * 1000.0},
+            changed=changed,
+            path=frame.path,
+        )
+        annotated = draw_overlay(frame.image, result, fps=stats.recent_fps or None, roi=cfg.roi) if annotate else None
+        for sink in sinks:
+            sink.write(frame, result, annotated)
+            if getattr(sink, "quit_requested", False):
+                stop.set("quit key")
+        stats.add(result.latency_ms, result.stages_ms)
+        stats.dropped_source = int(getattr(source, "dropped", 0))
+        stats.reconnects = int(getattr(source, "reconnects", 0))
+        if cfg.stats_interval and stats.due(cfg.stats_interval):
+            stats.dropped_sinks = sum(int(getattr(s, "dropped", 0)) for s in sinks)
+            printer(stats.line())
+            if on_stats:
+                on_stats(stats)
+        if cfg.max_frames and stats.frames >= cfg.max_frames:
+            break
+        if cfg.duration and stats.elapsed >= cfg.duration:
+            break
+    stats.dropped_source = int(getattr(source, "dropped", 0))
+    stats.dropped_sinks = sum(int(getattr(s, "dropped", 0)) for s in sinks)
+    return stats
