@@ -32,7 +32,7 @@ def draw_overlay(
     """Return a copy of ``image_bgr`` with the result drawn in the top-left corner.
 
     Text is white on a darkened backing box, so it reads on any background; font size, line
-    thickness and margins scale with the shorter side of the frame (about 1.0 at 720 px).
+    thickness and margins scale with the shorter side of the frame (1.2 at 720 px).
 
     Args:
         image_bgr: ``HxWx3`` uint8 BGR image; it is not modified.
@@ -51,7 +51,7 @@ def draw_overlay(
         raise ValueError(f"draw_overlay needs an HxWx3 uint8 BGR image, got {image_bgr.dtype} {image_bgr.shape}")
     out = image_bgr.copy()
     h, w = out.shape[:2]
-    scale = max(0.35, min(h, w) / 720.0)
+    scale = max(0.4, min(h, w) / 600.0)
     thickness = max(1, round(scale * 2))
     pad = max(2, round(8 * scale))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from convert.config import ConvertConfig
-from convert.convert import convert_source
+from convert.convert import ConversionResult, convert_source
 from edge.cli import main
 from edge.errors import BundleError, ConfigError, DatasetError
 from edge.interpreter import TFLiteClassifier
@@ -29,10 +29,10 @@ def run_cli(args, capsys):
 
 
 @pytest.fixture(scope="module")
-def int8_bundle(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundles") / "int8"
-    res = convert_source(trained_run, out, ConvertConfig.int8(), progress=False)
-    return out, res
+def int8_bundle(color_bundle):
+    """The shared int8 bundle and its conversion result as read back from disk."""
+    report = json.loads((color_bundle / "conversion_report.json").read_text())
+    return color_bundle, ConversionResult(color_bundle, report, report["passed"])
 
 
 def _keras_and_tflite_probs(run: Path, bundle: Path):
@@ -53,7 +53,7 @@ def _keras_and_tflite_probs(run: Path, bundle: Path):
 def test_int8_bundle_contents(int8_bundle, trained_run):
     out, res = int8_bundle
     assert {p.name for p in out.iterdir()} == {"model.tflite", "labels.txt", "model.json", "conversion_report.json", "converter.log"}
-    assert not out.with_name("int8.partial").exists()
+    assert not out.with_name(out.name + ".partial").exists()
     info = json.loads((out / "model.json").read_text())
     data = (out / "model.tflite").read_bytes()
     assert info["sha256"] == hashlib.sha256(data).hexdigest()
