@@ -104,3 +104,148 @@ def benchmark(bundle: Path, labels, device, threads: str, runs: int, warmup: int
     if json_out:
         write_json(json_out, rep)
     return 0
+
+
+class ConsoleSink:
+    """Prints a line whenever the reported label changes (the live view of a headless run)."""
+
+    needs_annotated = False
+
+    def __init__(self, echo=click.echo) -> None:
+        self.echo = echo
+
+    def write(self, frame, result, annotated) -> None:
+        if result.changed:
+            where = f" {Path(result.path).name}" if result.path else ""
+            self.echo(f"frame {result.frame_index}{where}: {result.label} {result.score:.2f} ({result.latency_ms:.1f} ms)")
+
+    def close(self) -> None:
+        pass
+
+
+def _parse_hostport(text: str) -> Tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    try:
+        return (host or "127.0.0.1").strip("[]"), int(port)
+    except ValueError:
+        raise EdgesightError(f"--http '{text}': expected HOST:PORT or PORT, e.g. 127.0.0.1:8080") from None
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--source", "-s", default="0", show_default=True, envvar="EDGESIGHT_SOURCE",
+              help="Camera index, /dev/videoN, rtsp:// or http:// URL, video file, image folder or glob, picamera2[:WxH], synthetic[:WxH@FPS].")
+@model_options
+@click.option("--threads", type=int, help="Interpreter threads.")
+@click.option("--width", type=int, help="Requested capture width.")
+@click.option("--height", type=int, help="Requested capture height.")
+@click.option("--fps", type=float, help="Requested capture frame rate.")
+@click.option("--realtime", is_flag=True, help="Play video files at their frame rate, dropping frames when behind (default: every frame).")
+@click.option("--loop", is_flag=True, help="Restart video files and image folders at the end.")
+@click.option("--roi", help="x,y,w,h window to classify instead of the whole frame.")
+@click.option("--threshold", type=float, default=0.0, show_default=True, help="Below this probability the label is 'unknown'.")
+@click.option("--smooth", type=int, default=1, show_default=True, help="Average the last N frames before deciding (with hysteresis).")
+@click.option("--hysteresis", type=float, default=0.1, show_default=True, help="Margin another label needs to take over when smoothing.")
+@click.option("--top-k", type=int, default=3, show_default=True)
+@click.option("--display", is_flag=True, help="Show the annotated stream in a window (needs a GUI build of OpenCV).")
+@click.option("--headless", is_flag=True, help="No window (the default; refuses --display).")
+@click.option("--save", type=click.Path(dir_okay=False, path_type=Path), help="Write the annotated video (.mp4 or .avi).")
+@click.option("--jsonl", type=click.Path(dir_okay=False, path_type=Path), help="Write one JSON event per result.")
+@click.option("--on-change-only", is_flag=True, help="JSONL and MQTT: only results whose label changed.")
+@click.option("--http", "http", help="Serve the live annotated stream and /status on HOST:PORT (127.0.0.1 unless a host is given).")
+@click.option("--mqtt", help="Publish results to mqtt://[user:pass@]host[:port]/topic/prefix.")
+@click.option("--mqtt-qos", type=click.IntRange(0, 2), default=0, show_default=True)
+@click.option("--mqtt-retain", is_flag=True, help="Retain the last label message on the broker.")
+@click.option("--gpio", help="Pulse this GPIO pin (BCM) when a --gpio-on label is reported.")
+@click.option("--gpio-on", multiple=True, help="Label that triggers the GPIO pulse (repeatable).")
+@click.option("--gpio-pulse-ms", type=float, default=100, show_default=True)
+@click.option("--max-frames", type=int, default=0, help="Stop after N results.")
+@click.option("--duration", type=float, default=0.0, help="Stop after N seconds.")
+@click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the final statistics as JSON.")
+@click.option("--stats-interval", type=float, default=5.0, show_default=True, help="Seconds between statistics lines (0: none).")
+@click.option("--quiet", "-q", is_flag=True, help="No per-change lines, only the summary.")
+@click.pass_context
+def run(ctx, bundle, source, labels, device, threads, width, height, fps, realtime, loop, roi, threshold, smooth, hysteresis,
+        top_k, display, headless, save, jsonl, on_change_only, http, mqtt, mqtt_qos, mqtt_retain, gpio, gpio_on, gpio_pulse_ms,
+        max_frames, duration, stats_json, stats_interval, quiet) -> int:
+    """Classify frames from a camera, stream, video or folder in real time with BUNDLE.
+
+    Ctrl-C or SIGTERM finishes the current frame, flushes every output, writes the statistics
+    and exits 0.
+    """
+    from edge.fsutil import write_json
+    from edge.preprocess import parse_roi
+    from edge.runner import LoopConfig, StopFlag, run_loop, signals_stop
+    from edge.sources import open_source
+
+    if display and headless:
+        raise EdgesightError("--display and --headless contradict each other; choose one")
+    if gpio_on and not gpio:
+        raise EdgesightError("--gpio-on needs --gpio PIN")
+    verbose = bool(ctx.find_root().params.get("verbose"))
+    b, clf = _open_model(bundle, labels, device, threads, verbose)
+    unknown = sorted(set(gpio_on) - set(b.info.labels) - {"unknown"})
+    if unknown:
+        raise EdgesightError(f"--gpio-on {', '.join(unknown)}: not a label of this model ({', '.join(b.info.labels)})")
+    cfg = LoopConfig(threshold=threshold, smooth=max(1, smooth), hysteresis=hysteresis, top_k=top_k,
+                     roi=parse_roi(roi) if roi else None, max_frames=max_frames, duration=duration, stats_interval=stats_interval)
+    sinks = _make_sinks(display, save, jsonl, on_change_only, http, mqtt, mqtt_qos, mqtt_retain, gpio, gpio_on, gpio_pulse_ms, fps, quiet)
+    http_sink = next((s for s in sinks if getattr(getattr(s, "sink", s), "update_stats", None)), None)
+    stats = None
+    try:
+        with open_source(source, width=width, height=height, fps=fps, realtime=realtime, loop=loop) as src:
+            if http_sink is not None:
+                click.echo(f"live view: http://{_address(http_sink)}/", err=True)
+            with signals_stop(StopFlag()) as stop:
+                on_stats = (lambda st: getattr(http_sink, "sink", http_sink).update_stats(st.to_dict())) if http_sink else None
+                stats = run_loop(clf, b.info, src, sinks, cfg, stop, on_stats=on_stats, printer=lambda line: click.echo(line, err=True))
+            if stop.is_set():
+                click.echo(f"stopping ({stop.reason})", err=True)
+    finally:
+        for s in sinks:
+            try:
+                s.close()
+            except Exception as e:  # one failing output must not lose the others' data
+                log.error("closing %s failed: %s", type(s).__name__, e)
+    summary = stats.to_dict()
+    summary["model"] = str(b.model_path)
+    summary["source"] = source
+    p = summary["latency_ms"]
+    click.echo(f"{summary['frames']} frames in {summary['seconds']:.1f} s: {summary['fps']:.1f} FPS, dropped {summary['dropped']}, "
+               + (f"latency p50 {p['p50']:.1f} / p95 {p['p95']:.1f} / p99 {p['p99']:.1f} ms" if p["p50"] is not None else "no latency figures"))
+    if stats_json:
+        write_json(stats_json, summary)
+    return 0
+
+
+def _address(sink) -> str:
+    inner = getattr(sink, "sink", sink)
+    host, port = inner.address[:2]
+    return f"{host}:{port}"
+
+
+def _make_sinks(display, save, jsonl, on_change_only, http, mqtt, qos, retain, gpio, gpio_on, pulse_ms, fps, quiet) -> list:
+    """Build the outputs; every one but the window runs on its own thread (AsyncSink)."""
+    from edge import sinks as S
+
+    out: list = [] if quiet else [ConsoleSink(lambda line: click.echo(line))]
+    made: list = []
+    try:
+        if display:
+            out.append(S.DisplaySink())
+        if jsonl:
+            made.append(S.JsonlSink(jsonl, on_change_only=on_change_only))
+        if save:
+            made.append(S.VideoSink(save, fps=fps or 30.0))
+        if http:
+            host, port = _parse_hostport(http if ":" in http else f"127.0.0.1:{http}")
+            made.append(S.HttpSink(host, port))
+        if mqtt:
+            made.append(S.MqttSink(mqtt, qos=qos, retain=retain, on_change_only=on_change_only))
+        if gpio:
+            made.append(S.GpioSink(gpio, gpio_on, pulse_ms=pulse_ms))
+    except BaseException:
+        for s in out + made:
+            s.close()
+        raise
+    return out + [S.AsyncSink(s) for s in made]

@@ -39,11 +39,10 @@ import numpy as np
 
 from edge.errors import ConfigError, EdgesightError, MissingDependencyError
 from edge.frames import Frame, Result, Sink
+from edge.fsutil import PathLike
 from edge.overlay import draw_overlay
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 class _ChangeFilter:
@@ -366,7 +365,8 @@ class _FrameHub:
     The loop only stores a reference (cheap); the first client that needs a new frame encodes
     it to JPEG and the others reuse those bytes, so each frame is encoded at most once and
     never when nobody is watching. Each client waits on the condition for a frame newer than
-    the one it sent, so a slow client skips frames instead of queueing them.
+    the one it sent, so a slow client skips frames instead of queueing them; a client that
+    went away is noticed (and its thread ends) when the next frame fails to send.
     """
 
     def __init__(self, jpeg_quality: int, max_clients: int) -> None:
@@ -981,7 +981,7 @@ class AsyncSink:
         self._thread.start()
 
     @property
-    def needs_annotated(self) -> bool:  # type: ignore[override]
+    def needs_annotated(self) -> bool:
         """The inner sink's ``needs_annotated``."""
         return self.sink.needs_annotated
 

@@ -730,11 +730,15 @@ class _PacedSynthetic:
     def grab(self, stop: threading.Event) -> Optional[Grab]:
         if self._next_due is None:
             return None
-        wait = self._next_due - time.monotonic()
-        if wait > 0 and stop.wait(wait):
+        now = time.monotonic()
+        if self._next_due > now and stop.wait(self._next_due - now):
             return None
-        # A camera that falls behind does not burst to catch up: restart the clock from now.
-        self._next_due = max(self._next_due + self.period, time.monotonic())
+        now = time.monotonic()
+        self._next_due += self.period
+        if self._next_due <= now:
+            # More than a period late (a starved thread): a camera skips the missed ticks rather
+            # than delivering them in a burst, so restart the clock from now.
+            self._next_due = now + self.period
         image = self.pattern.render(self._index)
         self._index += 1
         return Grab(image)
@@ -858,8 +862,8 @@ def _parse_synthetic(arg: str, spec: str) -> Tuple[Optional[Tuple[int, int]], Op
     if not arg:
         return None, None
     if "x" in arg.lower():
-        size_text, _, fps_text = arg.partition("@")
-        return parse_size(size_text, spec), (_parse_fps(fps_text, spec) if fps_text else None)
+        size_text, at, fps_text = arg.partition("@")
+        return parse_size(size_text, spec), (_parse_fps(fps_text, spec) if at else None)
     return None, _parse_fps(arg.lstrip("@"), spec)
 
 

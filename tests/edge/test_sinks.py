@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import getpass
 import http.client
 import json
 import os
@@ -214,7 +215,8 @@ def test_video_sink_resizes_other_sizes_and_draws_when_not_annotated(tmp_path):
     sink.close()
     frames = read_video(path)
     assert [f.shape for f in frames] == [(64, 96, 3), (64, 96, 3)]
-    assert frames[0][:8, :30].mean() < 60, "the overlay's dark box is drawn when no annotated frame is given"
+    plain = cv2.resize(make_frame(0, 160, 120).image, (96, 64), interpolation=cv2.INTER_AREA)
+    assert frames[0][:8, :30].mean() < 0.75 * plain[:8, :30].mean(), "the overlay is drawn when none is given"
 
 
 def test_video_sink_rejects_unknown_extensions_and_bad_fps(tmp_path):
@@ -272,7 +274,7 @@ def test_display_sink_without_a_display_suggests_http(monkeypatch):
 
 
 def test_display_sink_shows_frames_and_q_requests_quit(monkeypatch):
-    shown, keys, destroyed = [], iter([-1, -1, -1, ord("q") | 0x100000]), []
+    shown, keys, destroyed = [], iter([-1, -1, ord("q") | 0x100000]), []
     monkeypatch.setenv("DISPLAY", ":0")
     monkeypatch.setattr(cv2, "imshow", lambda name, img: shown.append((name, img.shape)))
     monkeypatch.setattr(cv2, "waitKey", lambda delay: next(keys, -1))
@@ -366,10 +368,15 @@ def test_http_mjpeg_stream_parts_decode_to_the_frame_size(http_sink):
     assert img.shape == (100, 200, 3)
     assert http_sink.hub.clients == 1
 
-    # A client that goes away is cleaned up at the next frame.
+    # A client that goes away is cleaned up once writing to it fails (within a frame or two).
+    resp.close()
     conn.close()
-    http_sink.write(make_frame(2), make_result(index=2), None)
-    assert wait_until(lambda: (http_sink.write(make_frame(3), make_result(index=3), None), http_sink.hub.clients)[1] == 0, 3.0, 0.05)
+
+    def next_frame_then_clients() -> int:
+        http_sink.write(make_frame(2), make_result(index=2), None)
+        return http_sink.hub.clients
+
+    assert wait_until(lambda: next_frame_then_clients() == 0, 3.0, 0.05)
 
 
 def test_http_close_is_prompt_with_a_client_streaming():
@@ -382,7 +389,7 @@ def test_http_close_is_prompt_with_a_client_streaming():
     t0 = time.monotonic()
     sink.close()
     assert time.monotonic() - t0 < 1.5
-    assert resp.read() == b"\r\n" or resp.read() == b"", "stream ends after close"
+    assert resp.read().strip() == b"", "the stream ends after close"
     conn.close()
 
 
@@ -414,6 +421,8 @@ class Broker:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {workdir / 'data'}/\n"
+            # Run as root, mosquitto switches to user "mosquitto", which cannot write here.
+            f"user {getpass.getuser()}\n"
         )
         self.proc: Optional[subprocess.Popen] = None
 
@@ -534,8 +543,8 @@ def test_mqtt_queues_while_broker_is_down_and_delivers_after_reconnect(broker):
         t0 = time.monotonic()
         for i, label in enumerate(["q1", "q2", "q3"], 1):
             sink.write(make_frame(i), make_result(label, index=i), None)
-        assert time.monotonic() - t0 < 0.1, "publishing while disconnected must not block"
-        assert sink.published == 4 and sink.dropped == 0
+        assert time.monotonic() - t0 < 0.2, "publishing while disconnected must not block"
+        assert sink.published == 8 and sink.dropped == 0  # results and label changes, all queued
 
         broker.start()
         assert sink.wait_connected(10)
@@ -555,7 +564,7 @@ def test_mqtt_without_broker_counts_qos0_drops_and_bounds_the_queue(caplog):
         for i in range(3):
             lossy.write(make_frame(i), make_result(index=i), None)
             queued.write(make_frame(i), make_result(f"l{i}", index=i), None)
-        assert time.monotonic() - t0 < 0.1
+        assert time.monotonic() - t0 < 0.2
         lossy.close()
         queued.close()
     assert (lossy.published, lossy.dropped) == (0, 4)  # 3 results + the first label
@@ -638,10 +647,10 @@ def test_gpio_with_gpiozero_mock_pins_pulses_in_the_background():
         assert not pin.state
         t0 = time.monotonic()
         sink.write(make_frame(), make_result("reject"), None)
-        assert time.monotonic() - t0 < 0.05
-        assert wait_until(lambda: pin.state, 0.1)
-        assert wait_until(lambda: not pin.state, 1.0)
-        assert time.monotonic() - t0 >= 0.14
+        assert time.monotonic() - t0 < 0.1, "the 150 ms pulse runs in the background"
+        assert wait_until(lambda: [s.state for s in pin.states] == [False, True, False], 2.0)
+        on, off = pin.states[1:]
+        assert off.timestamp - on.timestamp >= 0.14
         sink.close()
         with pytest.raises(EdgesightError, match="cannot use GPIO pin GPIO99"):
             GpioSink("GPIO99", ["reject"])
@@ -687,7 +696,7 @@ def test_async_sink_never_stalls_drops_oldest_and_drains_on_close():
     t0 = time.monotonic()
     for i in range(100):
         sink.write(frame, make_result(f"r{i}", index=i), None)
-    assert time.monotonic() - t0 < 0.1
+    assert time.monotonic() - t0 < 0.25
     assert sink.dropped > 0
     sink.close(timeout=5)
     assert inner.closed
