@@ -1,0 +1,116 @@
+"""``edgesight run`` end to end on real sources: image folders, a video file, synthetic frames."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle
+from edge.cli import main
+from edge.interpreter import TFLiteClassifier
+from edge.runner import LoopConfig, StopFlag, run_loop
+from edge.sources import open_source
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_run_on_test_images_matches_conversion_predictions(color_bundle, trained_run, tmp_path, capsys):
+    from training.data import Split
+
+    test = Split.load(trained_run / "split.json").test
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, s in enumerate(test):
+        shutil.copy(s.path, folder / f"{i:03d}.png")
+    code, out, err = run_cli(["run", color_bundle, "--source", folder, "--jsonl", tmp_path / "e.jsonl", "--stats-json", tmp_path / "s.json"], capsys)
+    assert code == 0, err
+    events = [json.loads(l) for l in (tmp_path / "e.jsonl").read_text().splitlines()]
+    labels = (color_bundle / "labels.txt").read_text().split()
+    report = json.loads((color_bundle / "conversion_report.json").read_text())
+    assert [labels.index(e["label"]) for e in events] == report["predictions_quant"]
+    assert [Path(e["path"]).name for e in events] == [f"{i:03d}.png" for i in range(len(test))]
+    st = json.loads((tmp_path / "s.json").read_text())
+    assert st["frames"] == len(test) and st["dropped"] == 0
+    assert {"p50", "p95", "p99"} <= set(st["latency_ms"]) and st["fps"] > 0
+    assert f"{len(test)} frames in" in out
+
+
+def test_run_video_file_every_frame_and_annotated_output(color_bundle, tmp_path, capsys):
+    path = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 20, (64, 48))
+    colors = [(0, 0, 220)] * 10 + [(40, 200, 40)] * 10
+    for bgr in colors:
+        w.write(np.full((48, 64, 3), bgr, np.uint8))
+    w.release()
+    code, out, err = run_cli(["run", color_bundle, "--source", path, "--save", tmp_path / "out.mp4", "--jsonl", tmp_path / "e.jsonl",
+                              "--on-change-only", "--smooth", "3"], capsys)
+    assert code == 0, err
+    events = [json.loads(l) for l in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [e["label"] for e in events] == ["red", "green"]  # on-change-only, smoothed
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 20
+    assert "frame 0: red" in out
+
+
+class SlowModel(TFLiteClassifier):
+    """The real model made deliberately slower than the camera."""
+
+    def invoke(self):
+        time.sleep(0.05)
+        super().invoke()
+
+
+def test_live_source_latency_stays_bounded_when_inference_is_slow(color_bundle):
+    b = load_bundle(color_bundle)
+    model = SlowModel(b.model_path)
+    with open_source("synthetic:64x48@60") as src:
+        stats = run_loop(model, b.info, src, [], LoopConfig(duration=1.5, stats_interval=0), printer=lambda s: None)
+    p = stats.percentiles()
+    assert 10 <= stats.frames <= 30  # ~20 FPS of inference
+    assert stats.dropped_source >= 2 * stats.frames  # a 60 FPS camera: most frames are skipped
+    assert p["p99"] < 50 + 2 * 17 + 40  # invoke + at most ~two camera periods + scheduling slack
+
+
+def test_sigterm_finishes_frame_writes_stats_and_exits_zero(color_bundle, tmp_path):
+    cmd = [sys.executable, "-m", "edge.cli", "run", str(color_bundle), "--source", "synthetic:64x48@30",
+           "--jsonl", str(tmp_path / "e.jsonl"), "--stats-json", str(tmp_path / "s.json"), "--stats-interval", "0.5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 60
+    while time.time() < deadline and not (tmp_path / "e.jsonl").exists():
+        time.sleep(0.2)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopping (SIGTERM)" in err
+    st = json.loads((tmp_path / "s.json").read_text())
+    lines = (tmp_path / "e.jsonl").read_text().splitlines()
+    assert st["frames"] == len(lines) > 10  # every processed frame reached the JSONL file
+    assert all(json.loads(l)["frame"] >= 0 for l in lines)
+
+
+def test_run_errors(color_bundle, tmp_path, capsys):
+    code, _, err = run_cli(["run", color_bundle, "--source", tmp_path / "missing.mp4"], capsys)
+    assert code == 1 and "missing.mp4" in err
+    code, _, err = run_cli(["run", color_bundle, "--source", "synthetic", "--gpio-on", "red"], capsys)
+    assert code == 1 and "--gpio-on needs --gpio PIN" in err
+    code, _, err = run_cli(["run", color_bundle, "--source", "synthetic", "--roi", "1,2"], capsys)
+    assert code == 1 and "expected x,y,w,h" in err
