@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import queue
 import re
 import sys
 import threading
@@ -564,6 +565,73 @@ class VideoFileSource(_SourceBase):
             cap.release()
 
 
+class DecodeAhead:
+    """Decodes the next frames of a finite source on a worker thread while the caller runs
+    inference on the current one, so decoding and inference overlap instead of adding up.
+
+    Every frame is still delivered, in order (a bounded queue of ``depth`` frames: the decoder
+    waits when the consumer is slower). Counters are read through from the wrapped source.
+
+    Args:
+        source: a finite source (video file or image folder read every frame).
+        depth: frames decoded ahead.
+    """
+
+    def __init__(self, source, depth: int = 4) -> None:
+        self.source = source
+        self.live = False
+        self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._done = False
+        self._thread = threading.Thread(target=self._work, name="edgesight-decode", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                frame = self.source.read()
+                if not self._put(frame) or frame is None:
+                    return
+        except BaseException as e:  # handed to the consumer's thread by read()
+            self._error = e
+            self._put(None)
+
+    def read(self) -> Optional[Frame]:
+        if self._done:
+            return None
+        frame = self._queue.get()
+        if frame is None:
+            self._done = True
+            if self._error is not None:
+                raise self._error
+        return frame
+
+    def __getattr__(self, name):
+        # captured, dropped, skipped, fps, path...: whatever the wrapped source reports.
+        return getattr(self.source, name)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self.source.close()
+
+    def __enter__(self) -> "DecodeAhead":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 # --------------------------------------------------------------------------- image folders
 
 
@@ -880,6 +948,7 @@ def open_source(
     reconnect_delay: float = 0.5,
     reconnect_max_delay: float = 10.0,
     read_timeout: Optional[float] = 30.0,
+    prefetch: int = 4,
 ) -> FrameSource:
     """Open the frame source a ``--source`` value names.
 
@@ -907,6 +976,8 @@ def open_source(
         count: for synthetic frames: generate this many, unpaced, then end (for benchmarks).
         reconnect_delay, reconnect_max_delay: back-off of live sources, in seconds.
         read_timeout: seconds a live source may go without a frame before read() raises.
+        prefetch: frames of a video file or image folder decoded ahead on a worker thread
+            (0: decode on the caller's thread).
 
     Returns:
         The source; use it as a context manager or call ``close()``.
@@ -958,12 +1029,14 @@ def open_source(
         return OpenCVSource(text, width=width, height=height, fps=fps, **reader)
 
     path = os.path.expanduser(text)
+    ahead = (lambda src: DecodeAhead(src, prefetch)) if prefetch > 0 else (lambda src: src)
     if os.path.isdir(path):
-        return ImageFolderSource(path, loop=loop)
+        return ahead(ImageFolderSource(path, loop=loop))
     if os.path.isfile(path):
         ext = os.path.splitext(path)[1].lower()
         if ext in VIDEO_EXTENSIONS:
-            return VideoFileSource(path, realtime=realtime, loop=loop)
+            video = VideoFileSource(path, realtime=realtime, loop=loop)
+            return video if realtime else ahead(video)
         if ext in IMAGE_EXTENSIONS:
             return ImageFolderSource(path, loop=loop)
         raise SourceError(
@@ -971,5 +1044,5 @@ def open_source(
             f"nor an image ({', '.join(sorted(IMAGE_EXTENSIONS))}): convert it or rename it"
         )
     if any(c in path for c in "*?["):
-        return ImageFolderSource(path, loop=loop)
+        return ahead(ImageFolderSource(path, loop=loop))
     raise SourceError(f"source '{text}' not found: give {SPEC_HELP}")

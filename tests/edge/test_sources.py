@@ -16,6 +16,7 @@ from edge import camera_picamera2, sources
 from edge.camera_picamera2 import Picamera2Source, lores_to_bgr
 from edge.errors import MissingDependencyError, SourceError
 from edge.sources import (
+    DecodeAhead,
     ImageFolderSource,
     OpenCVSource,
     SyntheticSource,
@@ -62,7 +63,7 @@ def video_12(tmp_path) -> Path:
 
 def test_video_file_returns_every_frame_in_order(video_12):
     with open_source(str(video_12)) as src:
-        assert isinstance(src, VideoFileSource) and not src.live
+        assert isinstance(src, DecodeAhead) and isinstance(src.source, VideoFileSource) and not src.live
         assert src.fps == pytest.approx(25.0) and src.frame_count == 12
         frames = read_all(src)
         assert src.read() is None
@@ -129,7 +130,7 @@ def image_folder(tmp_path) -> Path:
 def test_image_folder_sorted_any_case_skips_corrupt_with_warning(image_folder, caplog):
     caplog.set_level(logging.WARNING, logger="edgesight.source")
     with open_source(str(image_folder)) as src:
-        assert isinstance(src, ImageFolderSource) and not src.live
+        assert isinstance(src, DecodeAhead) and isinstance(src.source, ImageFolderSource) and not src.live
         frames = read_all(src)
     assert [Path(f.path).name for f in frames] == ["a.PNG", "b.png", "c.Jpg"]
     assert [f.index for f in frames] == [0, 1, 3]  # the gap is the skipped file
@@ -620,3 +621,13 @@ def test_picamera2_missing_says_how_to_install_on_raspberry_pi_os(monkeypatch):
     message = str(err.value)
     assert "sudo apt install -y python3-picamera2" in message and "--system-site-packages" in message
     assert "\n" not in message
+
+
+def test_decode_ahead_delivers_every_frame_in_order_and_passes_counters(video_12):
+    with open_source(str(video_12), prefetch=3) as src:
+        frames = read_all(src)
+        assert src.read() is None
+        assert src.captured == 12 and src.dropped == 0
+    assert [grey_index(f) for f in frames] == list(range(12))
+    with open_source(str(video_12), prefetch=0) as plain:
+        assert isinstance(plain, VideoFileSource)
