@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from convert.config import ConvertConfig
 from edge import __version__
@@ -99,7 +99,7 @@ def _sources(source: Path, labels: Optional[Path], calib: Optional[Path], eval_d
     return model, info, run_dir, calib_samples, eval_samples
 
 
-def _bundle_info(info: ModelInfo, clf: TFLiteClassifier, tflite: bytes, cfg: ConvertConfig, run_dir: Optional[Path], source: Path) -> ModelInfo:
+def bundle_info(info: ModelInfo, clf: TFLiteClassifier, tflite: bytes, cfg: ConvertConfig, run_dir: Optional[Path], source: Path) -> ModelInfo:
     return ModelInfo(
         labels=info.labels,
         preprocess=info.preprocess,
@@ -197,25 +197,40 @@ def convert_source(
     }
     if verification["distinct_predictions_quant"] == 1 and verification["distinct_predictions_float"] > 1:
         report.setdefault("warnings", []).append("the converted model predicts a single class for every image")
-    binfo = _bundle_info(info, clf, tflite, cfg, run_dir, source)
+    binfo = bundle_info(info, clf, tflite, cfg, run_dir, source)
 
+    def finish(staging: Path) -> None:
+        write_bytes(staging / "converter.log", "".join(converter_log).encode("utf-8"))
+        if cfg.edgetpu:
+            report["edgetpu"] = _edgetpu(staging, tflite)
+        report["seconds"] = round(time.time() - t0, 2)
+        write_json(staging / "conversion_report.json", report)
+
+    save_bundle(out, tflite, binfo, finish)
+    return ConversionResult(out, report, report["passed"])
+
+
+def save_bundle(out: Path, tflite: bytes, info: ModelInfo, extra: Optional[Callable[[Path], None]] = None) -> Path:
+    """Write ``model.tflite``, ``model.json`` and ``labels.txt`` (plus whatever ``extra`` writes
+    into the staging folder) to ``<out>.partial``, then move it onto ``out`` in one rename.
+
+    ``info`` should carry the sha256 of ``tflite`` (see :func:`bundle_info`); on any error the
+    staging folder is removed and ``out`` is left as it was.
+    """
     staging = out.with_name(out.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
         write_bytes(staging / "model.tflite", tflite)
-        write_model_info(staging, binfo)
-        write_bytes(staging / "converter.log", "".join(converter_log).encode("utf-8"))
-        if cfg.edgetpu:
-            report["edgetpu"] = _edgetpu(staging, tflite)
-        report["seconds"] = round(time.time() - t0, 2)
-        write_json(staging / "conversion_report.json", report)
+        write_model_info(staging, info)
+        if extra is not None:
+            extra(staging)
         replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ConversionResult(out, report, report["passed"])
+    return out
 
 
 def verify_and_size(model, tflite: bytes, float_bytes: bytes, info: ModelInfo, samples, progress: bool, stream=None) -> Dict[str, Any]:
