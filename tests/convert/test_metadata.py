@@ -269,15 +269,3 @@ def test_mediapipe_image_classifier_reads_our_metadata(embedded, kind):
             assert categories[0].category_name == LABELS[i % 3]
             for c in categories:
                 assert c.score == pytest.approx(float(ours[c.index]), abs=1e-6)
-
-
-@pytest.mark.slow
-def test_mediapipe_metadata_displayer_reads_our_metadata(embedded):
-    pytest.importorskip("mediapipe")
-    try:
-        from mediapipe.tasks.python.metadata.metadata import MetadataDisplayer
-    except ImportError as e:
-        pytest.skip(f"mediapipe's metadata parser needs a native module this wheel lacks: {e}")
-    displayer = MetadataDisplayer.with_model_buffer(embedded["int8"])
-    assert displayer.get_packed_associated_file_list() == ["labels.txt"]
-    assert '"name": "dominant-colour"' in displayer.get_metadata_json()

