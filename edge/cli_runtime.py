@@ -163,11 +163,12 @@ def _parse_hostport(text: str) -> Tuple[str, int]:
 @click.option("--duration", type=float, default=0.0, help="Stop after N seconds.")
 @click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the final statistics as JSON.")
 @click.option("--stats-interval", type=float, default=5.0, show_default=True, help="Seconds between statistics lines (0: none).")
+@click.option("--status-file", type=click.Path(dir_okay=False, path_type=Path), help="Rewrite this JSON file with the live statistics every --stats-interval (health checks read it).")
 @click.option("--quiet", "-q", is_flag=True, help="No per-change lines, only the summary.")
 @click.pass_context
 def run(ctx, bundle, source, labels, device, threads, width, height, fps, realtime, loop, roi, threshold, smooth, hysteresis,
         top_k, display, headless, save, jsonl, on_change_only, http, mqtt, mqtt_qos, mqtt_retain, gpio, gpio_on, gpio_pulse_ms,
-        max_frames, duration, stats_json, stats_interval, quiet) -> int:
+        max_frames, duration, stats_json, stats_interval, status_file, quiet) -> int:
     """Classify frames from a camera, stream, video or folder in real time with BUNDLE.
 
     Ctrl-C or SIGTERM finishes the current frame, flushes every output, writes the statistics
@@ -177,6 +178,7 @@ def run(ctx, bundle, source, labels, device, threads, width, height, fps, realti
     from edge.preprocess import parse_roi
     from edge.runner import LoopConfig, StopFlag, run_loop, signals_stop
     from edge.sources import open_source
+    from edge.systemd import Notifier
 
     if display and headless:
         raise EdgesightError("--display and --headless contradict each other; choose one")
@@ -192,16 +194,33 @@ def run(ctx, bundle, source, labels, device, threads, width, height, fps, realti
     sinks = _make_sinks(display, save, jsonl, on_change_only, http, mqtt, mqtt_qos, mqtt_retain, gpio, gpio_on, gpio_pulse_ms, fps, quiet)
     http_sink = next((s for s in sinks if getattr(getattr(s, "sink", s), "update_stats", None)), None)
     stats = None
+    notifier = Notifier()
+    last: dict = {}
+
+    def on_stats(st) -> None:
+        d = {**st.to_dict(), **last}
+        if http_sink is not None:
+            getattr(http_sink, "sink", http_sink).update_stats(d)
+        if status_file:
+            write_json(status_file, d)
+
+    def on_result(result, st) -> None:
+        last.update(label=result.label, score=round(result.score, 4), updated=round(result.wall_time, 3))
+        notifier.feed(f"{st.frames} frames, {result.label}")
+
     try:
         with open_source(source, width=width, height=height, fps=fps, realtime=realtime, loop=loop) as src:
             if http_sink is not None:
                 click.echo(f"live view: http://{_address(http_sink)}/", err=True)
+            notifier.ready(f"classifying {source}")
             with signals_stop(StopFlag()) as stop:
-                on_stats = (lambda st: getattr(http_sink, "sink", http_sink).update_stats(st.to_dict())) if http_sink else None
-                stats = run_loop(clf, b.info, src, sinks, cfg, stop, on_stats=on_stats, printer=lambda line: click.echo(line, err=True))
+                stats = run_loop(clf, b.info, src, sinks, cfg, stop, on_stats=on_stats, on_result=on_result,
+                                 printer=lambda line: click.echo(line, err=True))
             if stop.is_set():
                 click.echo(f"stopping ({stop.reason})", err=True)
     finally:
+        notifier.stopping()
+        notifier.close()
         for s in sinks:
             try:
                 s.close()
@@ -215,6 +234,8 @@ def run(ctx, bundle, source, labels, device, threads, width, height, fps, realti
                + (f"latency p50 {p['p50']:.1f} / p95 {p['p95']:.1f} / p99 {p['p99']:.1f} ms" if p["p50"] is not None else "no latency figures"))
     if stats_json:
         write_json(stats_json, summary)
+    if status_file:
+        write_json(status_file, {**summary, **last, "finished": True})
     return 0
 
 

@@ -98,11 +98,13 @@ def run_loop(
     stop: Optional[StopFlag] = None,
     on_stats: Optional[Callable[[LoopStats], None]] = None,
     printer: Callable[[str], None] = print,
+    on_result: Optional[Callable[[Result, LoopStats], None]] = None,
 ) -> LoopStats:
     """Classify frames from ``source`` until it ends, a limit is reached, or ``stop`` is set.
 
     Returns:
-        The loop statistics (also handed to ``on_stats`` every ``stats_interval``).
+        The loop statistics (also handed to ``on_stats`` every ``stats_interval``; ``on_result``
+        sees every result, e.g. to feed a watchdog).
     """
     from edge.overlay import draw_overlay
 
@@ -144,6 +146,8 @@ def run_loop(
             if getattr(sink, "quit_requested", False):
                 stop.set("quit key")
         stats.add(result.latency_ms, result.stages_ms)
+        if on_result:
+            on_result(result, stats)
         stats.dropped_source = int(getattr(source, "dropped", 0))
         stats.reconnects = int(getattr(source, "reconnects", 0))
         if cfg.stats_interval and stats.due(cfg.stats_interval):

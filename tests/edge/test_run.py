@@ -114,3 +114,29 @@ def test_run_errors(color_bundle, tmp_path, capsys):
     assert code == 1 and "--gpio-on needs --gpio PIN" in err
     code, _, err = run_cli(["run", color_bundle, "--source", "synthetic", "--roi", "1,2"], capsys)
     assert code == 1 and "expected x,y,w,h" in err
+
+
+def test_status_file_and_systemd_notifications(color_bundle, tmp_path, capsys, monkeypatch):
+    import socket
+
+    sock_path = str(tmp_path / "n.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(sock_path)
+    listener.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", sock_path)
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    code, _, err = run_cli(["run", color_bundle, "--source", "synthetic:64x48@50", "--duration", "1.5", "--stats-interval", "0.3",
+                            "--status-file", tmp_path / "status.json", "-q"], capsys)
+    assert code == 0, err
+    messages = []
+    listener.settimeout(0.2)
+    try:
+        while True:
+            messages.append(listener.recv(512).decode())
+    except socket.timeout:
+        pass
+    assert messages[0].startswith("READY=1") and messages[-1] == "STOPPING=1"
+    assert any(m.startswith("WATCHDOG=1") for m in messages)
+    st = json.loads((tmp_path / "status.json").read_text())
+    assert st["finished"] is True and st["frames"] > 10 and st["label"] in ("red", "green", "blue", "unknown")
