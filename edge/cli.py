@@ -25,6 +25,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "convert": ("convert.cli", "convert", "Convert a trained model to a verified int8/float16 TFLite bundle."),
     "run": ("edge.cli_runtime", "run", "Classify a camera, stream, video or folder in real time."),
     "classify": ("edge.cli_runtime", "classify", "Classify image files and folders with a model bundle."),
+    "doctor": ("edge.cli_runtime", "doctor", "Check this machine: backend, cameras, Edge TPU, temperature, disk."),
     "benchmark": ("edge.cli_runtime", "benchmark", "Measure a bundle's latency, throughput and memory."),
 }
 

@@ -270,3 +270,16 @@ def _make_sinks(display, save, jsonl, on_change_only, http, mqtt, qos, retain, g
             s.close()
         raise
     return out + [S.AsyncSink(s) for s in made]
+
+
+@click.command()
+@click.option("--bundle", type=click.Path(exists=True, path_type=Path), help="Also check that this bundle loads and runs here; the exit status says whether it can.")
+@click.option("--json", "json_out", is_flag=True, help="Print the report as JSON.")
+def doctor(bundle: Optional[Path], json_out: bool) -> int:
+    """Report what this machine has for running models: platform, LiteRT backend, cameras,
+    Edge TPU, throttling, temperature, disk; and how to install what is missing."""
+    from edge.doctor import run_checks
+
+    rep = run_checks(bundle)
+    click.echo(json.dumps(rep.to_dict(), indent=2) if json_out else rep.format())
+    return 0 if rep.can_run in (None, True) else 1

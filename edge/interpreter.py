@@ -8,6 +8,7 @@ installed). Nothing is imported until a model is loaded.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
@@ -32,6 +33,28 @@ class Backend:
     load_delegate: Optional[Callable[..., Any]]
 
 
+def _import_backend(name: str, module: str) -> Backend:
+    if name == "tensorflow.lite":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        tf = importlib.import_module("tensorflow")
+        lite = tf.lite
+        return Backend(name, str(getattr(tf, "__version__", "unknown")), lite.Interpreter, getattr(lite.experimental, "load_delegate", None))
+    mod = importlib.import_module(module)
+    top = importlib.import_module(name.split(".")[0])
+    return Backend(name, str(getattr(top, "__version__", "unknown")), getattr(mod, "Interpreter"), getattr(mod, "load_delegate", None))
+
+
+def probe_backends() -> List[Tuple[str, Optional[Backend], str]]:
+    """Try every backend: ``(name, backend or None, why it failed)`` in preference order."""
+    out: List[Tuple[str, Optional[Backend], str]] = []
+    for name, module in BACKENDS:
+        try:
+            out.append((name, _import_backend(name, module), ""))
+        except Exception as e:  # a backend built for another NumPy raises more than ImportError
+            out.append((name, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+    return out
+
+
 def load_backend(prefer: Optional[str] = None) -> Backend:
     """Import the first LiteRT backend that loads (or only ``prefer``).
 
@@ -43,17 +66,9 @@ def load_backend(prefer: Optional[str] = None) -> Backend:
         if prefer and name != prefer:
             continue
         try:
-            mod = importlib.import_module(module)
+            return _import_backend(name, module)
         except Exception as e:  # a backend built for another NumPy raises more than ImportError
             errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            continue
-        interp = getattr(mod, "Interpreter")
-        delegate = getattr(mod, "load_delegate", None)
-        if name == "tensorflow.lite":
-            delegate = getattr(getattr(mod, "experimental", None), "load_delegate", None)
-        top = importlib.import_module(name.split(".")[0])
-        version = str(getattr(top, "__version__", "unknown"))
-        return Backend(name, version, interp, delegate)
     raise MissingDependencyError(
         "no LiteRT interpreter could be imported (" + "; ".join(errors) + "); install one with: pip install ai-edge-litert"
     )
@@ -78,10 +93,15 @@ def edgetpu_delegate(backend: Backend, device: Optional[str] = None):
     """
     import platform
 
+    import ctypes
+
     lib = EDGETPU_LIBRARY.get(platform.system(), "libedgetpu.so.1")
     if backend.load_delegate is None:
         raise MissingDependencyError(f"the {backend.name} backend cannot load delegates; pip install ai-edge-litert")
     try:
+        # Probe the library first: LiteRT's Delegate raises a second, confusing error from
+        # its destructor when the library is missing.
+        ctypes.CDLL(lib)
         return backend.load_delegate(lib, {"device": device} if device else {})
     except (ValueError, OSError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -69,18 +69,28 @@ def test_benchmark_json(color_bundle, tmp_path, capsys):
 
 
 @pytest.mark.hardware
-def test_edgetpu_delegate_missing_and_present(color_bundle):
+def test_edgetpu_delegate_missing_and_present(monkeypatch):
+    import ctypes
+
     from edge.interpreter import Backend, edgetpu_delegate, load_backend
 
     real = load_backend()
     calls = []
 
-    def missing(lib, options):
+    def no_device(lib, options):
         calls.append((lib, options))
         raise ValueError(f"Failed to load delegate from {lib}")
 
-    with pytest.raises(MissingDependencyError, match=r"libedgetpu.so.1 could not be loaded .*libedgetpu1-std"):
-        edgetpu_delegate(Backend(real.name, real.version, real.interpreter_class, missing), "usb")
+    def no_library(name):
+        raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_library)
+    with pytest.raises(MissingDependencyError, match=r"libedgetpu.so.1 could not be loaded \(libedgetpu.so.1: cannot open shared object.*libedgetpu1-std"):
+        edgetpu_delegate(Backend(real.name, real.version, real.interpreter_class, no_device))
+    assert calls == []  # LiteRT is not asked to load a library that is not there
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())
+    with pytest.raises(MissingDependencyError, match=r"could not be loaded \(Failed to load delegate"):
+        edgetpu_delegate(Backend(real.name, real.version, real.interpreter_class, no_device), "usb")
     assert calls == [("libedgetpu.so.1", {"device": "usb"})]
     sentinel = object()
     present = Backend(real.name, real.version, real.interpreter_class, lambda lib, options: sentinel)
