@@ -41,7 +41,7 @@ def _import_backend(name: str, module: str) -> Backend:
         return Backend(name, str(getattr(tf, "__version__", "unknown")), lite.Interpreter, getattr(lite.experimental, "load_delegate", None))
     mod = importlib.import_module(module)
     top = importlib.import_module(name.split(".")[0])
-    return Backend(name, str(getattr(top, "__version__", "unknown")), getattr(mod, "Interpreter"), getattr(mod, "load_delegate", None))
+    return Backend(name, str(getattr(top, "__version__", "unknown")), mod.Interpreter, getattr(mod, "load_delegate", None))
 
 
 def probe_backends() -> List[Tuple[str, Optional[Backend], str]]:

@@ -20,7 +20,6 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from edge import __version__
 from edge.errors import ConfigError, EdgesightError
 from edge.fsutil import atomic_path, replace_dir, write_json
 from edge.metrics import format_report

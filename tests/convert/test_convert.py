@@ -12,7 +12,7 @@ import pytest
 from convert.config import ConvertConfig
 from convert.convert import ConversionResult, convert_source
 from edge.cli import main
-from edge.errors import BundleError, ConfigError, DatasetError
+from edge.errors import BundleError, ConfigError
 from edge.interpreter import TFLiteClassifier
 from tests.conftest import write_color_dataset
 from training.data import Split

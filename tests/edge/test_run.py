@@ -16,7 +16,7 @@ import pytest
 from edge.bundle import load_bundle
 from edge.cli import main
 from edge.interpreter import TFLiteClassifier
-from edge.runner import LoopConfig, StopFlag, run_loop
+from edge.runner import LoopConfig, run_loop
 from edge.sources import open_source
 
 pytestmark = pytest.mark.slow
