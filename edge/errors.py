@@ -16,6 +16,10 @@ class ConfigError(EdgesightError):
     """A configuration file or option is invalid."""
 
 
+class ProfileError(ConfigError):
+    """A device profile or use-case preset (``firmware_configs/``) is unknown or invalid."""
+
+
 class BundleError(EdgesightError):
     """A model file, run folder or model bundle is missing, corrupt or inconsistent."""
 

@@ -12,6 +12,16 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+def run_cli(args, capsys):
+    """Run ``edgesight ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    from edge.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
 COLORS_BGR: Dict[str, tuple] = {"red": (40, 40, 220), "green": (40, 200, 40), "blue": (220, 60, 30)}
 
 

@@ -11,21 +11,13 @@ import pytest
 
 from convert.config import ConvertConfig
 from convert.convert import ConversionResult, convert_source
-from edge.cli import main
 from edge.errors import BundleError, ConfigError
 from edge.interpreter import TFLiteClassifier
-from tests.conftest import write_color_dataset
+from tests.conftest import run_cli, write_color_dataset
 from training.data import Split
 from training.pipeline import load_batch
 
 pytestmark = pytest.mark.slow
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,14 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import run_cli
+
 from edge.bundle import load_bundle
-from edge.cli import main
 from edge.interpreter import TFLiteClassifier
 from edge.runner import LoopConfig, run_loop
 from edge.sources import open_source
 
 pytestmark = pytest.mark.slow
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_run_on_test_images_matches_conversion_predictions(color_bundle, trained_run, tmp_path, capsys):

@@ -9,18 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import main
 from edge.errors import MissingDependencyError
-from tests.conftest import write_color_dataset
+from tests.conftest import run_cli, write_color_dataset
 
 pytestmark = pytest.mark.slow
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_classify_formats_and_skips_unreadable(color_bundle, tmp_path, capsys):

@@ -5,17 +5,9 @@ import shutil
 
 import pytest
 
-from edge.cli import main
-from tests.conftest import write_color_dataset
+from tests.conftest import run_cli, write_color_dataset
 
 pytestmark = pytest.mark.slow
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_evaluate_run_folder_on_its_test_split(trained_run, tmp_path, capsys):
