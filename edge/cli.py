@@ -27,6 +27,8 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "classify": ("edge.cli_runtime", "classify", "Classify image files and folders with a model bundle."),
     "doctor": ("edge.cli_runtime", "doctor", "Check this machine: backend, cameras, Edge TPU, temperature, disk."),
     "benchmark": ("edge.cli_runtime", "benchmark", "Measure a bundle's latency, throughput and memory."),
+    "profiles": ("edge.cli_profiles", "profiles", "List and show device profiles and use-case presets."),
+    "bundle": ("edge.cli_profiles", "bundle", "Package a model bundle and a device profile as a deploy archive."),
 }
 
 

@@ -1,0 +1,325 @@
+"""Deploy archives: a model bundle plus everything a device needs to run it as a service.
+
+``edgesight bundle`` writes one reproducible ``.tar.gz`` with a single top folder::
+
+    edgesight-deploy/
+      MANIFEST.json            format, versions, profile, use case, sha256 of every other file
+      install.sh               idempotent POSIX sh installer (venv, user, udev rules, systemd unit)
+      edgesight.service        systemd unit with @PREFIX@ and @USER@ for install.sh to fill in
+      profile.yaml             the resolved profile + use case
+      run.args                 the ``edgesight run`` arguments, one per line
+      requirements.txt         pinned Python requirements of the device
+      config.txt.fragment      camera settings for the boot config (Raspberry Pi profiles)
+      NN-name.rules            udev rules (Coral profiles)
+      model/                   model.tflite, model.json, labels.txt (model_edgetpu.tflite)
+
+The same inputs give the same bytes (sorted entries, fixed times, owners and modes, a gzip header
+without name or time), so an archive can be checked by its hash. ``verify_archive`` and
+``extract_archive`` refuse links, absolute or ``..`` paths and files that do not match the manifest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import shlex
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Dict, List, Mapping, Tuple, Union
+
+from edge import __version__
+from edge.bundle import load_bundle
+from edge.errors import BundleError
+from edge.fsutil import replace_dir, write_bytes
+from edge.profiles import (
+    ResolvedProfile,
+    builtin_template,
+    dump_yaml,
+    preset_file,
+    render_unit,
+    run_args,
+    unapplied,
+)
+
+FORMAT = "edgesight.deploy/1"
+TOP = "edgesight-deploy"
+MANIFEST = "MANIFEST.json"
+# The bundle files the runtime reads, besides model.json's model_file.
+MODEL_FILES = ("model.json", "labels.txt", "model_edgetpu.tflite")
+EXECUTABLES = frozenset({"install.sh"})
+# Fixed archive metadata: equal inputs give equal bytes whatever the clock, user or umask.
+MTIME = 0
+GZIP_LEVEL = 9
+
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class DeployPackage:
+    """The contents of a deploy archive.
+
+    Attributes:
+        files: path under ``edgesight-deploy/`` -> bytes, ``MANIFEST.json`` included.
+        manifest: the parsed ``MANIFEST.json``.
+        warnings: what the device will not do as the profile says, one sentence each.
+    """
+
+    files: Dict[str, bytes]
+    manifest: Dict[str, Any]
+    warnings: Tuple[str, ...]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _model_files(model_bundle: Path, resolved: ResolvedProfile) -> Tuple[Dict[str, bytes], str, List[str]]:
+    """Read and check the model bundle: its files, the model's sha256 and warnings."""
+    if not model_bundle.is_dir():
+        raise BundleError(f"{model_bundle}: give the bundle folder written by 'edgesight convert', not a single file")
+    bundle = load_bundle(model_bundle)
+    model_file = str(bundle.info.extra.get("model_file", "model.tflite"))
+    expected = bundle.info.extra.get("sha256")
+    if not expected:
+        raise BundleError(f"{model_bundle / 'model.json'}: no sha256 of {model_file}; convert the model again with 'edgesight convert'")
+    files = {}
+    for name in (model_file,) + MODEL_FILES:
+        path = model_bundle / name
+        if path.is_file():
+            files[f"model/{name}"] = path.read_bytes()
+    # load_bundle checked the file on disk; this checks the bytes that go into the archive.
+    if _sha256(files[f"model/{model_file}"]) != expected:
+        raise BundleError(f"{model_bundle / model_file}: changed while it was being read; try again")
+
+    labels = set(bundle.info.labels) | {"unknown"}
+    wanted = {"runtime.gpio_on": resolved.runtime.gpio_on or ()}
+    if resolved.review is not None:
+        wanted["review.labels"] = resolved.review.labels
+    for key, names in wanted.items():
+        strangers = [n for n in names if n not in labels]
+        if strangers:
+            preset = preset_file(resolved.use_case or "")
+            raise BundleError(
+                f"{resolved.title}: {key}: {', '.join(strangers)} not among the labels of {model_bundle} "
+                f"({', '.join(bundle.info.labels)}); copy {preset or 'the use-case preset'}, "
+                f"change {key} and pass the copy's path to --use-case"
+            )
+    warnings = unapplied(resolved)
+    device = resolved.runtime.device or "cpu"
+    if device.startswith("coral") and "model/model_edgetpu.tflite" not in files:
+        warnings.append(
+            f"{model_bundle} has no model_edgetpu.tflite: on the Edge TPU an uncompiled model runs on the CPU; "
+            "convert it with the Edge TPU compiler first"
+        )
+    return files, expected, warnings
+
+
+def _install_script(resolved: ResolvedProfile) -> bytes:
+    settings = {
+        "PROFILE": resolved.profile,
+        "USE_CASE": resolved.use_case or "",
+        "APT_PACKAGES": " ".join(resolved.os.apt),
+        "SERVICE_GROUPS": " ".join(resolved.service.groups),
+        "SYSTEM_SITE_PACKAGES": "1" if resolved.os.system_site_packages else "0",
+        "UDEV_RULES": " ".join(sorted(resolved.os.udev_rules)),
+        "BOOT_CONFIG_PATH": resolved.os.boot_config_path,
+    }
+    block = "# Written by edgesight bundle from the profile.\n" + "".join(f"{k}={shlex.quote(v)}\n" for k, v in settings.items())
+    template = builtin_template("install.sh.in")
+    if template.count("@SETTINGS@") != 1:
+        raise RuntimeError("install.sh.in must contain the @SETTINGS@ marker exactly once")
+    return template.replace("@SETTINGS@\n", block).encode("utf-8")
+
+
+def _text(lines: List[str]) -> bytes:
+    return "".join(f"{line}\n" for line in lines).encode("utf-8")
+
+
+def deploy_files(model_bundle: PathLike, resolved: ResolvedProfile) -> DeployPackage:
+    """Everything that goes into a deploy archive, in memory.
+
+    Args:
+        model_bundle: a model bundle folder (``edgesight convert`` output); the sha256 of its model
+            is checked against ``model.json`` first.
+        resolved: the device profile with its use case.
+
+    Returns:
+        The files (paths under ``edgesight-deploy/``), the manifest and any warnings.
+
+    Raises:
+        BundleError: a missing or modified model, or labels in the profile the model lacks.
+    """
+    model_bundle = Path(model_bundle)
+    files, model_sha, warnings = _model_files(model_bundle, resolved)
+    title = f"{resolved.title}, edgesight {__version__}"
+    files["profile.yaml"] = (
+        f"# The resolved device profile ({title}). For reference: run.args and\n"
+        "# edgesight.service carry the settings to the runtime.\n" + dump_yaml(resolved.to_dict())
+    ).encode("utf-8")
+    files["run.args"] = _text(run_args(resolved))
+    files["edgesight.service"] = render_unit(resolved, "@PREFIX@", "@USER@").encode("utf-8")
+    files["install.sh"] = _install_script(resolved)
+    files["requirements.txt"] = _text([f"# Python packages for edgesight on {title}; install.sh installs them.", *resolved.os.requirements])
+    if resolved.os.boot_config:
+        files["config.txt.fragment"] = resolved.os.boot_config.encode("utf-8")
+    for name, rules in resolved.os.udev_rules.items():
+        files[name] = rules.encode("utf-8")
+    manifest = {
+        "format": FORMAT,
+        "toolkit_version": __version__,
+        "profile": resolved.profile,
+        "use_case": resolved.use_case,
+        "model_sha256": model_sha,
+        "files": {name: _sha256(data) for name, data in sorted(files.items())},
+    }
+    files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    return DeployPackage(files=dict(sorted(files.items())), manifest=manifest, warnings=tuple(warnings))
+
+
+def archive_bytes(files: Mapping[str, bytes]) -> bytes:
+    """A reproducible ``.tar.gz`` of ``files`` under ``edgesight-deploy/``.
+
+    Entries are sorted, folders precede their contents, every entry has mtime 0, uid/gid 0, empty
+    owner names and mode 0644 (0755 for ``install.sh`` and folders); the gzip header has no file
+    name and mtime 0.
+    """
+    folders = {TOP}
+    for name in files:
+        parent = PurePosixPath(TOP, name).parent
+        while str(parent) != ".":
+            folders.add(str(parent))
+            parent = parent.parent
+    entries = sorted([(f, None) for f in folders] + [(f"{TOP}/{name}", data) for name, data in files.items()], key=lambda e: e[0])
+    raw = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.mtime = MTIME
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                info.mode = 0o755 if name[len(TOP) + 1:] in EXECUTABLES else 0o644
+                tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def build_deploy_archive(model_bundle: PathLike, resolved: ResolvedProfile, out: PathLike) -> DeployPackage:
+    """Write the deploy archive of ``model_bundle`` for ``resolved`` to ``out`` (atomically).
+
+    Args:
+        model_bundle: a model bundle folder.
+        resolved: the device profile with its use case.
+        out: the ``.tar.gz`` to write.
+
+    Returns:
+        What was written (files, manifest, warnings).
+
+    Raises:
+        BundleError: as for ``deploy_files``.
+    """
+    package = deploy_files(model_bundle, resolved)
+    write_bytes(out, archive_bytes(package.files))
+    return package
+
+
+def _read_members(path: Path) -> Dict[str, bytes]:
+    """Every file of the archive (path under ``edgesight-deploy/`` -> bytes), after safety checks."""
+    files: Dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            for m in tar.getmembers():
+                parts = PurePosixPath(m.name).parts
+                if m.name.startswith("/") or ".." in parts or not parts or parts[0] != TOP:
+                    raise BundleError(f"{path}: entry '{m.name}' is outside {TOP}/; refusing an archive that could write elsewhere")
+                if not (m.isfile() or m.isdir()):
+                    raise BundleError(f"{path}: entry '{m.name}' is a link or device; a deploy archive holds only files and folders")
+                if m.isfile():
+                    rel = "/".join(parts[1:])
+                    if rel in files:
+                        raise BundleError(f"{path}: entry '{m.name}' appears twice")
+                    files[rel] = tar.extractfile(m).read()
+    except (OSError, tarfile.TarError, EOFError) as e:
+        raise BundleError(f"{path}: not a readable .tar.gz ({e}); copy the archive again") from e
+    return files
+
+
+def _check_manifest(path: Path, files: Mapping[str, bytes]) -> Dict[str, Any]:
+    if MANIFEST not in files:
+        raise BundleError(f"{path}: no {TOP}/{MANIFEST}; not an archive written by 'edgesight bundle'")
+    try:
+        manifest = json.loads(files[MANIFEST].decode("utf-8"))
+        listed = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise BundleError(f"{path}: {MANIFEST} is not valid ({e}); copy the archive again") from e
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: {MANIFEST} format {manifest.get('format')!r} is not {FORMAT}; use a matching edgesight version")
+    for rel in sorted(set(files) - {MANIFEST}):
+        if rel not in listed:
+            raise BundleError(f"{path}: {TOP}/{rel} is not listed in {MANIFEST}; the archive was modified")
+    for rel, want in sorted(listed.items()):
+        if rel not in files:
+            raise BundleError(f"{path}: {TOP}/{rel} is missing; the archive is incomplete")
+        if _sha256(files[rel]) != want:
+            raise BundleError(f"{path}: {TOP}/{rel}: sha256 does not match {MANIFEST} (the file was modified or damaged)")
+    models = [rel for rel, sha in listed.items() if rel.startswith("model/") and sha == manifest.get("model_sha256")]
+    if not models:
+        raise BundleError(f"{path}: no model file has the model_sha256 of {MANIFEST}; the archive was modified")
+    return manifest
+
+
+def verify_archive(path: PathLike) -> Dict[str, Any]:
+    """Check a deploy archive: safe entries only, and every file matching ``MANIFEST.json``.
+
+    Args:
+        path: the ``.tar.gz``.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        BundleError: an unreadable archive, a link, an absolute or ``..`` path, a file missing,
+            unlisted or modified; the message names the file.
+    """
+    path = Path(path)
+    return _check_manifest(path, _read_members(path))
+
+
+def extract_archive(path: PathLike, dest: PathLike) -> Path:
+    """Verify a deploy archive and extract it to ``dest/edgesight-deploy``.
+
+    Nothing is written unless the whole archive verifies. The folder is written beside its final
+    place and renamed, replacing an earlier extraction.
+
+    Args:
+        path: the ``.tar.gz``.
+        dest: the folder to extract into.
+
+    Returns:
+        The extracted ``edgesight-deploy`` folder.
+
+    Raises:
+        BundleError: as for ``verify_archive``.
+    """
+    path, dest = Path(path), Path(dest)
+    files = _read_members(path)
+    _check_manifest(path, files)
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = dest / f".{TOP}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    for rel, data in files.items():
+        target = staging / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        target.chmod(0o755 if rel in EXECUTABLES else 0o644)
+    return replace_dir(staging, dest / TOP)
