@@ -159,6 +159,9 @@ def _parse_hostport(text: str) -> Tuple[str, int]:
 @click.option("--gpio", help="Pulse this GPIO pin (BCM) when a --gpio-on label is reported.")
 @click.option("--gpio-on", multiple=True, help="Label that triggers the GPIO pulse (repeatable).")
 @click.option("--gpio-pulse-ms", type=float, default=100, show_default=True)
+@click.option("--review-dir", type=click.Path(file_okay=False, path_type=Path), help="Save frames reported as a --review-label here as JPEG, for review.")
+@click.option("--review-label", multiple=True, help="Label whose frames are saved to --review-dir (repeatable; 'unknown' allowed).")
+@click.option("--review-max-mb", type=float, default=512, show_default=True, help="Size cap of --review-dir; the oldest frames are deleted beyond it.")
 @click.option("--max-frames", type=int, default=0, help="Stop after N results.")
 @click.option("--duration", type=float, default=0.0, help="Stop after N seconds.")
 @click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the final statistics as JSON.")
@@ -168,7 +171,7 @@ def _parse_hostport(text: str) -> Tuple[str, int]:
 @click.pass_context
 def run(ctx, bundle, source, labels, device, threads, width, height, fps, realtime, loop, roi, threshold, smooth, hysteresis,
         top_k, display, headless, save, jsonl, on_change_only, http, mqtt, mqtt_qos, mqtt_retain, gpio, gpio_on, gpio_pulse_ms,
-        max_frames, duration, stats_json, stats_interval, status_file, quiet) -> int:
+        review_dir, review_label, review_max_mb, max_frames, duration, stats_json, stats_interval, status_file, quiet) -> int:
     """Classify frames from a camera, stream, video or folder in real time with BUNDLE.
 
     Ctrl-C or SIGTERM finishes the current frame, flushes every output, writes the statistics
@@ -184,14 +187,18 @@ def run(ctx, bundle, source, labels, device, threads, width, height, fps, realti
         raise EdgesightError("--display and --headless contradict each other; choose one")
     if gpio_on and not gpio:
         raise EdgesightError("--gpio-on needs --gpio PIN")
+    if bool(review_dir) != bool(review_label):
+        raise EdgesightError("--review-dir and --review-label go together: name the folder and the labels to keep")
     verbose = bool(ctx.find_root().params.get("verbose"))
     b, clf = _open_model(bundle, labels, device, threads, verbose)
-    unknown = sorted(set(gpio_on) - set(b.info.labels) - {"unknown"})
-    if unknown:
-        raise EdgesightError(f"--gpio-on {', '.join(unknown)}: not a label of this model ({', '.join(b.info.labels)})")
+    for flag, names in (("--gpio-on", gpio_on), ("--review-label", review_label)):
+        unknown = sorted(set(names) - set(b.info.labels) - {"unknown"})
+        if unknown:
+            raise EdgesightError(f"{flag} {', '.join(unknown)}: not a label of this model ({', '.join(b.info.labels)})")
     cfg = LoopConfig(threshold=threshold, smooth=max(1, smooth), hysteresis=hysteresis, top_k=top_k,
                      roi=parse_roi(roi) if roi else None, max_frames=max_frames, duration=duration, stats_interval=stats_interval)
-    sinks = _make_sinks(display, save, jsonl, on_change_only, http, mqtt, mqtt_qos, mqtt_retain, gpio, gpio_on, gpio_pulse_ms, fps, quiet)
+    review = (review_dir, review_label, review_max_mb) if review_dir else None
+    sinks = _make_sinks(display, save, jsonl, on_change_only, http, mqtt, mqtt_qos, mqtt_retain, gpio, gpio_on, gpio_pulse_ms, fps, quiet, review)
     http_sink = next((s for s in sinks if getattr(getattr(s, "sink", s), "update_stats", None)), None)
     stats = None
     notifier = Notifier()
@@ -245,7 +252,7 @@ def _address(sink) -> str:
     return f"{host}:{port}"
 
 
-def _make_sinks(display, save, jsonl, on_change_only, http, mqtt, qos, retain, gpio, gpio_on, pulse_ms, fps, quiet) -> list:
+def _make_sinks(display, save, jsonl, on_change_only, http, mqtt, qos, retain, gpio, gpio_on, pulse_ms, fps, quiet, review=None) -> list:
     """Build the outputs; every one but the window runs on its own thread (AsyncSink)."""
     from edge import sinks as S
 
@@ -265,6 +272,8 @@ def _make_sinks(display, save, jsonl, on_change_only, http, mqtt, qos, retain, g
             made.append(S.MqttSink(mqtt, qos=qos, retain=retain, on_change_only=on_change_only))
         if gpio:
             made.append(S.GpioSink(gpio, gpio_on, pulse_ms=pulse_ms))
+        if review:
+            made.append(S.ReviewSink(review[0], review[1], max_mb=review[2]))
     except BaseException:
         for s in out + made:
             s.close()

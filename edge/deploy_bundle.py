@@ -42,7 +42,6 @@ from edge.profiles import (
     preset_file,
     render_unit,
     run_args,
-    unapplied,
 )
 
 FORMAT = "edgesight.deploy/1"
@@ -108,7 +107,7 @@ def _model_files(model_bundle: Path, resolved: ResolvedProfile) -> Tuple[Dict[st
                 f"({', '.join(bundle.info.labels)}); copy {preset or 'the use-case preset'}, "
                 f"change {key} and pass the copy's path to --use-case"
             )
-    warnings = unapplied(resolved)
+    warnings: List[str] = []
     device = resolved.runtime.device or "cpu"
     if device.startswith("coral") and "model/model_edgetpu.tflite" not in files:
         warnings.append(

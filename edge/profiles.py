@@ -142,8 +142,7 @@ class ServiceSettings:
 class ReviewSettings:
     """Frames kept for a person to review (the rejects of an inspection line).
 
-    ``edgesight run`` has no option for this yet: the setting is recorded in the deployed
-    ``profile.yaml`` and reported by ``unapplied``.
+    Becomes ``edgesight run --review-dir DIR --review-label L ... --review-max-mb N``.
 
     Attributes:
         dir: folder for the saved frames (relative: in the service's state directory).
@@ -662,6 +661,12 @@ def run_args(resolved: ResolvedProfile) -> List[str]:
                 args += [flag, _arg(item)]
         else:
             args += [flag, _arg(value)]
+    if resolved.review is not None:
+        rv = resolved.review
+        args += ["--review-dir", rv.dir]
+        for label in rv.labels:
+            args += ["--review-label", label]
+        args += ["--review-max-mb", _arg(rv.max_mb)]
     return args
 
 
@@ -677,18 +682,6 @@ def train_args(resolved: ResolvedProfile) -> List[str]:
         else:
             args += [f"--{flag}", _arg(value)]
     return args
-
-
-def unapplied(resolved: ResolvedProfile) -> List[str]:
-    """Settings of the profile that ``edgesight run`` cannot apply yet, one sentence each."""
-    out = []
-    if resolved.review is not None:
-        rv = resolved.review
-        out.append(
-            f"review: saving {', '.join(rv.labels)} frames to {rv.dir}/ (at most {rv.max_mb} MB) needs run options "
-            "edgesight does not have yet; the setting is only recorded in profile.yaml"
-        )
-    return out
 
 
 def _systemd_word(arg: str) -> str:

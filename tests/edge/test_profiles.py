@@ -345,7 +345,9 @@ def test_archive_layout_and_manifest(model_bundle, tmp_path):
     assert files["requirements.txt"].decode().splitlines()[1] == "edgesight[gpio]==0.1.0"
     assert "User=@USER@" in files["edgesight.service"].decode() and "@PREFIX@/current/model" in files["edgesight.service"].decode()
     assert yaml.safe_load(files["profile.yaml"])["review"]["max_mb"] == 512
-    assert any("review" in w for w in package.warnings) and any("model_edgetpu.tflite" in w for w in package.warnings)
+    assert not any("review" in w for w in package.warnings) and any("model_edgetpu.tflite" in w for w in package.warnings)
+    args = files["run.args"].decode().splitlines()
+    assert args[args.index("--review-dir") + 1] == "rejects" and args[args.index("--review-max-mb") + 1] == "512"
     assert verify_archive(tmp_path / "d.tar.gz") == manifest
     rpi = deploy_files(model_bundle, resolve(load_profile("rpi4"), load_preset("traffic-sign")))
     assert "config.txt.fragment" in rpi.files and not any(n.endswith(".rules") for n in rpi.files)
