@@ -29,6 +29,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "benchmark": ("edge.cli_runtime", "benchmark", "Measure a bundle's latency, throughput and memory."),
     "profiles": ("edge.cli_profiles", "profiles", "List and show device profiles and use-case presets."),
     "bundle": ("edge.cli_profiles", "bundle", "Package a model bundle and a device profile as a deploy archive."),
+    "deploy": ("edge.cli_deploy", "deploy", "Install a deploy archive on devices over SSH (health check, rollback), or stage it on an SD card."),
 }
 
 

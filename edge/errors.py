@@ -28,6 +28,10 @@ class SourceError(EdgesightError):
     """A frame source (camera, stream, video file, image folder) cannot be opened or read."""
 
 
+class DeployError(EdgesightError):
+    """A deployment cannot be done as asked: a host, prefix, SSH option or target folder."""
+
+
 class MissingDependencyError(EdgesightError):
     """An optional dependency is not installed; the message names the extra to add."""
 
