@@ -152,16 +152,28 @@ def datasets() -> None:
 
 @datasets.command("synth")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--kind", type=click.Choice(["shapes"]), default="shapes", show_default=True)
+@click.option("--kind", type=click.Choice(["shapes", "traffic-signs"]), default="shapes", show_default=True, help="traffic-signs: train with --no-hflip, turn_left is turn_right mirrored.")
 @click.option("--per-class", type=int, default=60, show_default=True, help="Images per class.")
 @click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def synth(out: Path, kind: str, per_class: int, size: int, seed: int) -> None:
+@click.option("--video", type=click.Path(dir_okay=False, path_type=Path), help="Also write a dashcam video (.mp4) driving past the traffic signs, with its timeline as <stem>.json.")
+@click.option("--video-seconds", type=float, default=20.0, show_default=True, help="Length of --video; 2 s per sign, 20 s shows every class.")
+def synth(out: Path, kind: str, per_class: int, size: int, seed: int, video: Optional[Path], video_seconds: float) -> None:
     """Write a generated dataset (class sub-folders of PNGs) to OUT."""
-    from training.synth import write_shapes
+    if video is not None and kind != "traffic-signs":
+        raise ConfigError("--video shows traffic signs: add --kind traffic-signs")
+    if kind == "traffic-signs":
+        from training.signs import make_drive_video, write_signs
 
-    counts = write_shapes(out, per_class=per_class, size=size, seed=seed)
+        counts = write_signs(out, per_class=per_class, size=size, seed=seed)
+    else:
+        from training.synth import write_shapes
+
+        counts = write_shapes(out, per_class=per_class, size=size, seed=seed)
     click.echo(f"wrote {sum(counts.values())} images in {len(counts)} classes to {out}")
+    if video is not None:
+        timeline = make_drive_video(video, seconds=video_seconds, seed=seed)
+        click.echo(f"wrote {video} ({len(timeline)} signs) and its timeline {video.with_suffix('.json')}")
 
 
 @datasets.command("inspect")

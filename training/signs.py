@@ -1,6 +1,6 @@
 """Generated traffic signs and a dashcam-style drive video, drawn with OpenCV only.
 
-Each sign is a vector drawing (polygons, discs, Hershey text) rendered crisp once at high
+Each sign is a vector drawing (polygons, discs, OpenCV's built-in font) rendered crisp once at high
 resolution, then degraded the way a cheap camera on a moving car degrades it: perspective, scale,
 rotation, cluttered background, lighting and shadows, blur, sensor noise and compression. The
 images bootstrap a sign classifier before real photos exist; the video drives the product demo
@@ -80,18 +80,22 @@ class _Canvas:
     def disc(self, radius: float, color, outline: bool = False) -> None:
         """Fill a disc centred on the canvas."""
         c = tuple(int(v) for v in self._fixed((0.5, 0.5)))
-        r = int(round(radius * self.side * (1 << _SHIFT)))
+        r = round(radius * self.side * (1 << _SHIFT))
         cv2.circle(self.img, c, r, color, -1, cv2.LINE_AA, _SHIFT)
         if outline:
             cv2.circle(self.mask, c, r, 255, -1, cv2.LINE_AA, _SHIFT)
 
     def text(self, text: str, height: float, max_width: float, color, font=cv2.FONT_HERSHEY_DUPLEX, weight: float = 0.16) -> None:
-        """Centre ``text`` with cap height ``height`` (capped by ``max_width``); ``weight`` is the stroke over the height."""
-        thick = max(1, int(round(weight * height * self.side)))
+        """Centre ``text`` with cap height ``height``, narrowed to fit ``max_width``.
+
+        ``weight`` is the stroke width over the height; OpenCV 5's built-in fonts round it to a
+        font weight, OpenCV 4's Hershey fonts use it as is.
+        """
+        thick = max(1, round(weight * height * self.side))
         (w, h), _ = cv2.getTextSize(text, font, 1.0, thick)
         scale = min(height * self.side / h, max_width * self.side / w)
         (w, h), _ = cv2.getTextSize(text, font, scale, thick)
-        org = (int(round(self.side / 2 - w / 2)), int(round(self.side / 2 + h / 2)))
+        org = (round(self.side / 2 - w / 2), round(self.side / 2 + h / 2))
         cv2.putText(self.img, text, org, font, scale, color, thick, cv2.LINE_AA)
 
 
@@ -131,9 +135,9 @@ def _blue_disc(c: _Canvas) -> None:
 
 @_sign("stop")
 def _stop(c: _Canvas) -> None:
-    apothem = 1 / math.cos(math.pi / 8)  # circumradius over apothem of an octagon
-    c.poly(_regular(8, 0.495 * apothem, math.pi / 8), _WHITE, outline=True)
-    c.poly(_regular(8, 0.455 * apothem, math.pi / 8), _RED)
+    circum = 1 / math.cos(math.pi / 8)  # circumradius over apothem of an octagon
+    c.poly(_regular(8, 0.495 * circum, math.pi / 8), _WHITE, outline=True)
+    c.poly(_regular(8, 0.455 * circum, math.pi / 8), _RED)
     c.text("STOP", 0.2, 0.74, _WHITE, cv2.FONT_HERSHEY_DUPLEX, 0.2)
 
 
@@ -150,8 +154,9 @@ def _yield(c: _Canvas) -> None:
 def _speed(limit: int) -> Callable[[_Canvas], None]:
     def draw(c: _Canvas) -> None:
         c.disc(0.49, _RED, outline=True)
-        c.disc(0.39, _WHITE)
-        c.text(str(limit), 0.34, 0.58, _BLACK, cv2.FONT_HERSHEY_DUPLEX, 0.17)
+        c.disc(0.4, _WHITE)
+        # Large, bold digits: at 48 px they are all that tells the three limits apart.
+        c.text(str(limit), 0.45, 0.66, _BLACK, cv2.FONT_HERSHEY_DUPLEX, 0.2)
 
     return draw
 
@@ -278,11 +283,12 @@ def _composite(dst: np.ndarray, kind: str, quad: Quad, look: Dict[str, float]) -
     if w == 0 or h == 0:
         return x, y, w, h
     edge = float(np.linalg.norm(quad - np.roll(quad, 1, 0), axis=1).max())
-    # Resample the master near the target size first: a homography that shrinks a lot aliases.
-    t = int(min(_MASTER_SIDE, max(8, math.ceil(edge))))
-    src = _premultiplied(kind, _MASTER_SIDE)
-    if t < _MASTER_SIDE:
-        src = cv2.resize(src, (t, t), interpolation=cv2.INTER_AREA)
+    # Warp from the smallest cached level at least as large as the target: a homography that
+    # shrinks by more than two aliases, and resizing the master on every call is slow.
+    t = _MASTER_SIDE
+    while t > 16 and t / 2 >= edge:
+        t //= 2
+    src = _premultiplied(kind, t)
     corners = np.array([(0, 0), (t, 0), (t, t), (0, t)], np.float32) - 0.5
     hom = cv2.getPerspectiveTransform(corners, quad - np.float32([x, y]))
     patch = cv2.warpPerspective(src, hom, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -332,15 +338,15 @@ def _clutter(side: int, rng: np.random.Generator) -> np.ndarray:
     img = np.broadcast_to(top * (1 - ramp) + bottom * ramp, (side, side, 3)).astype(np.uint8).copy()
     for _ in range(int(rng.integers(3, 10))):
         what = rng.random()
-        if what < 0.35:  # a building with rows of windows
-            x0, y0 = rng.uniform(-0.2, 0.9, 2) * side
-            bw, bh = rng.uniform(0.2, 0.8, 2) * side
+        if what < 0.35:  # a building, standing on the ground, with a grid of windows
+            x0, x1 = np.sort(rng.uniform(-0.2, 1.2, 2) * side).astype(int)
+            y0 = int(rng.uniform(-0.2, 0.8) * side)
             col = _muted(rng)
-            cv2.rectangle(img, (int(x0), int(y0)), (int(x0 + bw), int(y0 + bh * 3)), col, -1)
+            cv2.rectangle(img, (x0, y0), (x1, side), col, -1)
             dark = tuple(v * 0.55 for v in col)
-            step = max(4, int(rng.uniform(0.06, 0.15) * side))
-            for wy in range(int(y0) + step // 2, int(y0 + bh * 3), step):
-                for wx in range(int(x0) + step // 3, int(x0 + bw) - step // 3, step):
+            step = max(4, int(rng.uniform(0.08, 0.18) * side))
+            for wy in range(max(y0, 0) + step // 2, side, step):
+                for wx in range(max(x0, 0) + step // 3, min(x1, side) - step // 3, step):
                     cv2.rectangle(img, (wx, wy), (wx + step // 2, wy + step // 2), dark, -1)
         elif what < 0.65:  # foliage: a clump of green discs
             cx, cy = rng.uniform(0, 1, 2) * side
@@ -381,7 +387,7 @@ def _motion_kernel(length: int, angle_deg: float) -> np.ndarray:
     k = np.zeros((length, length), np.float32)
     c = (length - 1) / 2
     dx, dy = math.cos(math.radians(angle_deg)) * c, math.sin(math.radians(angle_deg)) * c
-    cv2.line(k, (int(round(c - dx)), int(round(c - dy))), (int(round(c + dx)), int(round(c + dy))), 1.0, 1, cv2.LINE_AA)
+    cv2.line(k, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1.0, 1, cv2.LINE_AA)
     return k / k.sum()
 
 
@@ -403,14 +409,14 @@ def _degrade(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = cv2.LUT(img, _tone_lut(rng))
     blur = rng.random()
     if blur < 0.35:
-        length = int(rng.integers(2, max(3, int(0.09 * size)) + 1)) | 1
+        length = int(rng.integers(2, max(3, int(0.06 * size)) + 1)) | 1
         out = cv2.filter2D(out, -1, _motion_kernel(length, rng.uniform(0, 180)))
     elif blur < 0.65:
-        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.1) * size / 64)
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 0.8) * size / 64)
     noise = rng.normal(0, rng.uniform(1, 8), out.shape)
     out = np.clip(out + noise, 0, 255).astype(np.uint8)
     if rng.random() < 0.7:
-        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 95))])
+        _, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 95))])
         out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     return out
 
@@ -508,8 +514,8 @@ def drive_roi(size: Tuple[int, int] = (640, 360)) -> Tuple[int, int, int, int]:
         A square on the right of the frame, about a third of its width.
     """
     w, h = size
-    side = int(round(min(0.6 * h, 0.34 * w)))
-    return w - side - int(round(0.04 * w)), int(round(0.08 * h)), side, side
+    side = round(min(0.6 * h, 0.34 * w))
+    return w - side - round(0.04 * w), round(0.08 * h), side, side
 
 
 class _Road:
@@ -624,8 +630,8 @@ def _schedule(n_frames: int, fps: float, classes: Sequence[str], rng: np.random.
     slot = n_frames / n
     plan = []
     for i, label in enumerate(labels[:n]):
-        lead = max(1, int(round(rng.uniform(0.15, 0.25) * fps)))
-        tail = max(1, int(round(rng.uniform(0.05, 0.1) * fps)))
+        lead = max(1, round(rng.uniform(0.15, 0.25) * fps))
+        tail = max(1, round(rng.uniform(0.05, 0.1) * fps))
         start = int(i * slot) + lead
         end = max(start, int((i + 1) * slot) - 1 - tail)
         plan.append((str(label), start, end))
@@ -678,7 +684,7 @@ def make_drive_video(
     if not 0 < sign_size[0] <= sign_size[1] <= 1:
         raise ConfigError(f"sign_size must be two fractions of the region, smallest first, not {sign_size}")
     path = Path(path)
-    n_frames = max(1, int(round(seconds * fps)))
+    n_frames = max(1, round(seconds * fps))
     rng = np.random.default_rng(seed)
     roi = drive_roi((w, h))
     plan = _schedule(n_frames, fps, classes, rng)
@@ -761,9 +767,13 @@ def _draw_drive_sign(frame: np.ndarray, s: dict, i: int, roi) -> Tuple[int, int,
     # The apparent size grows like 1/distance at constant speed: slowly, then fast.
     side = rw / ((1 - p) / s["size0"] + p / s["size1"])
     q = (side / rw - s["size0"]) / max(1e-6, s["size1"] - s["size0"])
-    cx = np.clip(rx + rw * (0.44 + 0.12 * q), rx + side / 2, rx + rw - side / 2)
-    cy = np.clip(ry + rh * (0.52 - 0.05 * q), ry + side / 2, ry + rh - side / 2)
+    centre = (rx + rw * (0.44 + 0.12 * q), ry + rh * (0.52 - 0.05 * q))
     # The same corner jitter every frame, so the sign does not wobble.
-    quad = _sign_quad((cx, cy), side, s["angle"], s["squeeze"], s["skew"], 0.015, np.random.default_rng(s["rng_seed"]))
+    quad = _sign_quad(centre, side, s["angle"], s["squeeze"], s["skew"], 0.015, np.random.default_rng(s["rng_seed"]))
+    # Drifting outwards as it nears, the sign stays inside the region a classifier watches.
+    low, high = quad.min(0), quad.max(0)
+    origin, extent = np.float32([rx, ry]), np.float32([rw, rh])
+    shift = np.where(high - low > extent, origin + (extent - (high - low)) / 2 - low, np.clip(low, origin, origin + extent - (high - low)) - low)
+    quad = quad + shift
     _draw_pole(frame, quad, frame.shape[0], np.random.default_rng(s["rng_seed"]))
     return _composite(frame, s["label"], quad, s["look"])
