@@ -19,6 +19,7 @@ from edge.errors import EdgesightError
 
 # name -> (module, attribute, one-line help shown by `edgesight --help` without importing it)
 COMMANDS: Dict[str, Tuple[str, str, str]] = {
+    "demo": ("training.cli", "demo", "The whole pipeline on built-in traffic-sign data: train, convert, run."),
     "train": ("training.cli", "train", "Train a classifier from a folder of labelled images."),
     "evaluate": ("training.cli", "evaluate", "Measure a trained model on labelled images."),
     "datasets": ("training.cli", "datasets", "Generate and inspect datasets."),

@@ -195,3 +195,18 @@ def inspect(data: Path, val_split: float, test_split: float, seed: int) -> None:
     click.echo(f"{'total':<{width}}  {len(split.train):>6} {len(split.val):>6} {len(split.test):>6}")
     if split.skipped:
         click.echo(format_skipped(split.skipped))
+
+
+@click.command()
+@click.option("--out", "-o", default="edgesight-demo", show_default=True, type=click.Path(file_okay=False), help="Folder for every artefact.")
+@click.option("--classes", help="Comma-separated sign classes (default: all of them).")
+@click.option("--fast", is_flag=True, help="Tiny dataset and one epoch: checks the whole pipeline in about a minute.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(out: str, classes: Optional[str], fast: bool, seed: int) -> None:
+    """Generate traffic-sign data, train, convert to int8, and run the camera loop on a
+    generated dashcam video; no data or network needed."""
+    from training.demo import DemoConfig, run_demo
+    from training.signs import SIGN_CLASSES
+
+    names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else SIGN_CLASSES
+    run_demo(DemoConfig(out=out, classes=names, fast=fast, seed=seed), echo=click.echo)

@@ -1,0 +1,41 @@
+"""The README's main command in its fast mode: every artefact and the summary."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.errors import ConfigError
+from tests.conftest import run_cli
+from training.demo import DemoConfig
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_fast_writes_every_artefact(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, text, err = run_cli(["demo", "--fast", "--out", out, "--classes", "turn_left,turn_right,stop"], capsys)
+    assert code == 0, err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["config"]["classes"] == ["turn_left", "turn_right", "stop"] and s["config"]["fast"] is True
+    for key in ("data", "run", "bundle", "video", "timeline", "events", "annotated"):
+        assert Path(s["artefacts"][key]).exists(), key
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["stop", "turn_left", "turn_right"]
+    assert len(list((out / "data" / "stop").glob("*.png"))) == 8
+    assert {"model.keras", "metrics.json", "confusion_matrix.png"} <= {p.name for p in (out / "run").iterdir()}
+    assert {"model.tflite", "conversion_report.json"} <= {p.name for p in (out / "model-int8").iterdir()}
+    timeline = json.loads((out / "drive.json").read_text())
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert s["video"]["frames"] == len(events) == timeline["frames"] == 60  # 4 s at 15 FPS, every frame
+    assert 0 <= s["video"]["correct_frames"] <= s["video"]["sign_frames"] <= len(events)
+    assert 0.0 <= s["int8_accuracy"] <= 1.0 and s["test_images"] >= 3
+    assert s["fps"] > 0 and s["latency_ms"]["p50"] > 0 and s["model_size_bytes"] < s["float_size_bytes"]
+    for line in ("[1/5]", "[5/5]", "summary", "test accuracy", "model size", "FPS, latency p50"):
+        assert line in text
+
+
+def test_demo_rejects_unknown_classes():
+    with pytest.raises(ConfigError, match="unknown sign class\\(es\\) stopp"):
+        DemoConfig(classes=("stopp", "yield"))
+    with pytest.raises(ConfigError, match="at least 2"):
+        DemoConfig(classes=("stop", "stop"))
