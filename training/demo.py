@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -108,8 +109,6 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> Dict[str, 
     t = time.time()
     data = out / "data"
     if data.exists():
-        import shutil
-
         shutil.rmtree(data)
     write_signs(data, per_class=cfg.per_class, size=cfg.img_size * 2, seed=cfg.seed, classes=cfg.classes)
     stage("data", t)
