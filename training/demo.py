@@ -199,4 +199,4 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"  speed             {s['fps']:.1f} FPS, latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms",
         f"  time              {s['seconds']:.0f} s  (" + ", ".join(f"{k} {v:.0f} s" for k, v in s["stages_s"].items()) + ")",
         f"  artefacts         {Path(s['artefacts']['run']).parent}/",
-    ])
+    ] + (["  (--fast: 8 images per class and one epoch check the pipeline; the accuracy figures mean nothing)"] if s["config"]["fast"] else []))
