@@ -22,7 +22,7 @@ from edge.errors import BundleError, DatasetError
 from edge.fsutil import replace_dir, write_bytes, write_json
 from edge.interpreter import TFLiteClassifier
 from edge.spec import ModelInfo, write_model_info
-from training.data import Sample, Split, make_split, scan_dataset
+from training.data import Sample, Split, make_split, scan_dataset, unlabelled_images
 
 MODE_NAMES = {"int8": "int8", "float16": "float16", "dynamic": "dynamic-range", "float32": "float32"}
 
@@ -32,15 +32,6 @@ class ConversionResult:
     bundle: Path
     report: Dict[str, Any]
     passed: bool
-
-
-def _image_files(folder: Path) -> List[Sample]:
-    """Every image under ``folder`` as unlabelled samples (calibration needs no labels)."""
-    from edge.preprocess import is_image_path
-    from training.data import _walk_images, check_image
-
-    files = [str(p.resolve()) for p in _walk_images(folder) if is_image_path(p)]
-    return [Sample(p, "") for p in files if check_image(p) is None]
 
 
 def calibration_samples(calib: Path, seed: int) -> Tuple[List[Sample], Optional[Split]]:
@@ -59,7 +50,7 @@ def calibration_samples(calib: Path, seed: int) -> Tuple[List[Sample], Optional[
     except DatasetError:
         if calib.is_file():
             raise
-    samples = _image_files(calib)
+    samples = unlabelled_images(calib)
     if not samples:
         raise DatasetError(f"{calib}: no readable images for calibration; give a folder with images like those the model will see")
     return samples, None

@@ -184,7 +184,7 @@ def check_image(path: str) -> Optional[str]:
     return None
 
 
-def _walk_images(folder: Path) -> Iterable[Path]:
+def walk_files(folder: Path) -> Iterable[Path]:
     """Files under ``folder`` (recursively), skipping hidden files and folders, sorted."""
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -207,7 +207,7 @@ def _from_class_folders(folder: Path, split: str, candidates: list, skipped: lis
             f"({folder}/<class>/*.jpg) or give a CSV manifest of path,label"
         )
     for cdir in classes:
-        files = list(_walk_images(cdir))
+        files = list(walk_files(cdir))
         images = [p for p in files if is_image_path(p)]
         if not images:
             raise DatasetError(f"{cdir}: class folder has no images ({', '.join(IMAGE_EXTENSIONS)}); add at least 2 or remove the folder")
@@ -311,6 +311,14 @@ def scan_dataset(source: Path, workers: Optional[int] = None, progress: bool = T
         if extra:
             raise DatasetError(f"{source}: the {split} split has classes not in train: {', '.join(sorted(extra))}; add them to train or remove them")
     return ScannedDataset(source=source, root=root, layout=layout, classes=classes, given=given, skipped=skipped)
+
+
+def unlabelled_images(folder: Path, progress: bool = False) -> List[Sample]:
+    """Every usable image under ``folder`` (recursively) as a sample without a label, e.g. for
+    int8 calibration, which needs images like the real input but no classes."""
+    paths = [str(p.resolve()) for p in walk_files(Path(folder)) if is_image_path(p)]
+    reasons = _check_all(paths, None, progress)
+    return [Sample(p, "") for p, reason in zip(paths, reasons) if reason is None]
 
 
 def _check_all(paths: List[str], workers: Optional[int], progress: bool) -> List[Optional[str]]:
