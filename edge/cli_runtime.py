@@ -216,7 +216,7 @@ def run(ctx, bundle, source, labels, device, threads, width, height, fps, realti
         notifier.feed(f"{st.frames} frames, {result.label}")
 
     try:
-        with open_source(source, width=width, height=height, fps=fps, realtime=realtime, loop=loop) as src:
+        with open_source(source, width=width, height=height, fps=fps, realtime=realtime, loop=loop, compute_threads=clf.cpu_threads) as src:
             if http_sink is not None:
                 click.echo(f"live view: http://{_address(http_sink)}/", err=True)
             notifier.ready(f"classifying {source}")

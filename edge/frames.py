@@ -83,7 +83,8 @@ class FrameSource(Protocol):
 
 class Sink(Protocol):
     """Where results go. ``annotated`` is the frame with the overlay drawn, when any sink
-    asked for one (``needs_annotated``)."""
+    asked for one (``needs_annotated``). The overlay is drawn on the frame itself unless a sink
+    sets ``needs_raw_frame = True`` (it reads ``frame.image`` and must see it unannotated)."""
 
     needs_annotated: bool
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edge.errors import BundleError, MissingDependencyError
-from edge.quant import dequantize, pixels_to_input, softmax
+from edge.quant import dequantize, input_feeder, softmax
 
 BACKENDS = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -181,6 +181,10 @@ class TFLiteClassifier:
             raise BundleError(f"{where}: input shape {shape} is not an image (expected 1 x height x width x 1 or 3)")
         self.output_kind = output
         self.input_mean, self.input_std = float(input_mean), float(input_std)
+        # CPU threads inference keeps busy (an accelerator leaves the CPU to the rest of the loop).
+        self.cpu_threads = 1 if delegates else max(1, num_threads or 1)
+        self._feed = input_feeder(self.input.dtype, self.input.scale, self.input.zero_point, self.input_mean, self.input_std)
+        self._input_shape = self.input.shape
 
     @property
     def input_size(self) -> Tuple[int, int]:
@@ -192,8 +196,7 @@ class TFLiteClassifier:
 
     def set_pixels(self, pixels: np.ndarray) -> None:
         """Load one ``HxWxC`` uint8 image (already resized) into the input tensor."""
-        x = pixels_to_input(pixels, self.input.dtype, self.input.scale, self.input.zero_point, self.input_mean, self.input_std)
-        self._interp.set_tensor(self.input.index, x.reshape(self.input.shape))
+        self._interp.set_tensor(self.input.index, self._feed(pixels).reshape(self._input_shape))
 
     def invoke(self) -> None:
         self._interp.invoke()

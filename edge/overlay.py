@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import cv2
@@ -18,6 +19,14 @@ _OUTLINE_BGR = (0, 0, 0)
 _BACKING_KEEP = 0.3
 
 
+_DIGITS = str.maketrans("0123456789", "0000000000")
+
+
+@functools.lru_cache(maxsize=512)
+def _text_size(template: str, scale: float, thickness: int):
+    return cv2.getTextSize(template, _FONT, scale, thickness)
+
+
 def _ascii(text: str) -> str:
     # OpenCV's Hershey fonts have ASCII glyphs only; make the substitution visible and explicit.
     return text.encode("ascii", "replace").decode("ascii")
@@ -28,6 +37,7 @@ def draw_overlay(
     result: Result,
     fps: Optional[float] = None,
     roi: Optional[Sequence[int]] = None,
+    copy: bool = True,
 ) -> np.ndarray:
     """Return a copy of ``image_bgr`` with the result drawn in the top-left corner.
 
@@ -40,16 +50,18 @@ def draw_overlay(
         fps: frames per second to show on a second line, or None to leave it out.
         roi: ``(x, y, width, height)`` in pixels of the region the model sees, drawn as a
             rectangle, or None.
+        copy: False draws on ``image_bgr`` itself and returns it (the camera loop does when no
+            sink needs the unannotated frame, saving a full-frame copy per frame).
 
     Returns:
-        A new ``HxWx3`` uint8 array.
+        A new ``HxWx3`` uint8 array (``image_bgr`` itself when ``copy`` is False).
 
     Raises:
         ValueError: the image is not ``HxWx3`` uint8, or the ROI has a non-positive size.
     """
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
         raise ValueError(f"draw_overlay needs an HxWx3 uint8 BGR image, got {image_bgr.dtype} {image_bgr.shape}")
-    out = image_bgr.copy()
+    out = image_bgr.copy() if copy else image_bgr
     h, w = out.shape[:2]
     scale = max(0.4, min(h, w) / 600.0)
     thickness = max(1, round(scale * 2))
@@ -66,7 +78,9 @@ def draw_overlay(
     lines = [f"{_ascii(result.label)} {100.0 * float(result.score):.1f}%"]
     if fps is not None:
         lines.append(f"{float(fps):.1f} FPS")
-    sizes = [cv2.getTextSize(text, _FONT, scale, thickness) for text in lines]
+    # Sized for the text with every digit as 0 (Hershey digits share one width): the box keeps
+    # its size while the score and FPS change, and the sizes come from a small cache.
+    sizes = [_text_size(text.translate(_DIGITS), scale, thickness) for text in lines]
     line_h = max(th + baseline for (_, th), baseline in sizes)
     box_w = max(tw for (tw, _), _ in sizes) + 2 * pad
     box_h = len(lines) * line_h + (len(lines) + 1) * pad

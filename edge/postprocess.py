@@ -35,6 +35,12 @@ class Smoother:
 
     def update(self, probs: np.ndarray) -> Tuple[int, np.ndarray]:
         """Add one frame's probabilities; returns (reported class index, averaged probabilities)."""
+        if self.window == 1:  # nothing to average: the per-frame fast path of the camera loop
+            avg = np.asarray(probs)
+            best = int(avg.argmax())
+            if self.current is None or self.current >= avg.size or (best != self.current and avg[best] >= avg[self.current] + self.hysteresis):
+                self.current = best
+            return self.current, avg
         p = np.asarray(probs, np.float64)
         if self._sum is None or self._sum.shape != p.shape:
             self._sum = np.zeros_like(p)

@@ -62,7 +62,7 @@ def read_image(path: Path, color: str = "rgb") -> np.ndarray:
     return decode_image(data, color, where=str(path))
 
 
-def resize(img: np.ndarray, size: Tuple[int, int], mode: str = "stretch", interpolation: str = "area") -> np.ndarray:
+def resize(img: np.ndarray, size: Tuple[int, int], mode: str = "stretch", interpolation: str = "bilinear") -> np.ndarray:
     """Resize ``img`` (HxWxC) to ``size`` = (height, width) with the given policy.
 
     ``stretch`` ignores the aspect ratio; ``crop`` scales the shorter side to fit and cuts the

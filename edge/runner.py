@@ -113,6 +113,8 @@ def run_loop(
     decider = Decider(info.labels, cfg.threshold, cfg.top_k, cfg.smooth, cfg.hysteresis)
     spec = info.preprocess
     annotate = any(getattr(s, "needs_annotated", False) for s in sinks)
+    # Draw on the frame itself unless a sink wants the frame as captured.
+    copy_frame = any(getattr(s, "needs_raw_frame", False) for s in sinks)
     while not stop.is_set():
         frame = source.read()
         if frame is None:
@@ -140,7 +142,7 @@ def run_loop(
             changed=changed,
             path=frame.path,
         )
-        annotated = draw_overlay(frame.image, result, fps=stats.recent_fps or None, roi=cfg.roi) if annotate else None
+        annotated = draw_overlay(frame.image, result, fps=stats.recent_fps or None, roi=cfg.roi, copy=copy_frame) if annotate else None
         for sink in sinks:
             sink.write(frame, result, annotated)
             if getattr(sink, "quit_requested", False):

@@ -986,6 +986,11 @@ class AsyncSink:
         """The inner sink's ``needs_annotated``."""
         return self.sink.needs_annotated
 
+    @property
+    def needs_raw_frame(self) -> bool:
+        """The inner sink's ``needs_raw_frame``."""
+        return bool(getattr(self.sink, "needs_raw_frame", False))
+
     def write(self, frame: Frame, result: Result, annotated: Optional[np.ndarray]) -> None:
         """Queue the result for the worker; never blocks.
 
@@ -1068,6 +1073,7 @@ class ReviewSink:
     """
 
     needs_annotated = False
+    needs_raw_frame = True  # saves the frame as the camera saw it, without the overlay
 
     def __init__(self, folder: PathLike, labels: Iterable[str], max_mb: float = 512, quality: int = 90) -> None:
         self.folder = Path(folder)

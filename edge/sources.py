@@ -935,6 +935,18 @@ def _parse_synthetic(arg: str, spec: str) -> Tuple[Optional[Tuple[int, int]], Op
     return None, _parse_fps(arg.lstrip("@"), spec)
 
 
+def auto_prefetch(compute_threads: Optional[int], cores: Optional[int] = None) -> int:
+    """Frames to decode ahead for a consumer running ``compute_threads`` interpreter threads.
+
+    Decoding ahead overlaps decoding with inference only when a core is left over for it; when
+    the interpreter already uses every core, a decoder thread just takes turns with it and adds
+    thread hand-offs, so frames are decoded on the caller's thread. ``None`` threads means the
+    interpreter's default of one.
+    """
+    cores = cores or os.cpu_count() or 1
+    return 4 if cores > max(1, compute_threads or 1) else 0
+
+
 def open_source(
     spec: str,
     *,
@@ -948,7 +960,8 @@ def open_source(
     reconnect_delay: float = 0.5,
     reconnect_max_delay: float = 10.0,
     read_timeout: Optional[float] = 30.0,
-    prefetch: int = 4,
+    prefetch: Optional[int] = None,
+    compute_threads: Optional[int] = None,
 ) -> FrameSource:
     """Open the frame source a ``--source`` value names.
 
@@ -977,7 +990,8 @@ def open_source(
         reconnect_delay, reconnect_max_delay: back-off of live sources, in seconds.
         read_timeout: seconds a live source may go without a frame before read() raises.
         prefetch: frames of a video file or image folder decoded ahead on a worker thread
-            (0: decode on the caller's thread).
+            (0: decode on the caller's thread; None: :func:`auto_prefetch` decides).
+        compute_threads: interpreter threads of the consumer, for ``prefetch=None``.
 
     Returns:
         The source; use it as a context manager or call ``close()``.
@@ -1029,6 +1043,8 @@ def open_source(
         return OpenCVSource(text, width=width, height=height, fps=fps, **reader)
 
     path = os.path.expanduser(text)
+    if prefetch is None:
+        prefetch = auto_prefetch(compute_threads)
     ahead = (lambda src: DecodeAhead(src, prefetch)) if prefetch > 0 else (lambda src: src)
     if os.path.isdir(path):
         return ahead(ImageFolderSource(path, loop=loop))

@@ -42,7 +42,7 @@ class PreprocessSpec:
     width: int
     color: str = "rgb"
     resize: str = "stretch"
-    interpolation: str = "area"
+    interpolation: str = "bilinear"
     input_mean: Tuple[float, ...] = (0.0,)
     input_std: Tuple[float, ...] = (1.0,)
     model_mean: Tuple[float, ...] = (0.0,)

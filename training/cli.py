@@ -59,7 +59,7 @@ def _backbone_names():
 @click.option("--img-size", type=int, help="Square input side in pixels (default: the backbone's; 64 for cnn_small, 224 otherwise).")
 @click.option("--color", type=click.Choice(["rgb", "grayscale"]), default="rgb", show_default=True)
 @click.option("--resize", type=click.Choice(["stretch", "crop", "pad"]), default="stretch", show_default=True, help="How images of another aspect ratio are fitted.")
-@click.option("--interpolation", type=click.Choice(["area", "bilinear", "nearest", "bicubic"]), default="area", show_default=True)
+@click.option("--interpolation", type=click.Choice(["area", "bilinear", "nearest", "bicubic"]), default="bilinear", show_default=True)
 @click.option("--weights", help="imagenet, none, or a path to a local weights file (default: imagenet for pretrained backbones).")
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier.")
 @click.option("--dropout", type=float, default=0.2, show_default=True)

@@ -32,7 +32,7 @@ class TrainConfig:
     img_width: Optional[int] = None
     color: str = "rgb"
     resize: str = "stretch"
-    interpolation: str = "area"
+    interpolation: str = "bilinear"
     weights: Optional[str] = None
     alpha: float = 1.0
     dropout: float = 0.2

@@ -155,7 +155,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> Dict[str, 
     annotated = VideoSink(out / "annotated.mp4", fps=15.0)
     sinks = [Live(), jsonl, annotated]
     try:
-        with open_source(str(video)) as src:
+        with open_source(str(video), compute_threads=model.cpu_threads) as src:
             stats = run_loop(model, bundle.info, src, sinks, LoopConfig(threshold=0.5, smooth=3, hysteresis=0.1, roi=roi, stats_interval=0), printer=echo)
     finally:
         for s in sinks:

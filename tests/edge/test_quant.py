@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge.quant import dequantize, is_identity_pixels, pixels_to_input, quantize, softmax, top_k
+from edge.quant import dequantize, input_feeder, is_identity_pixels, pixels_to_input, quantize, softmax, top_k
 
 
 def test_quantize_round_trip_and_saturation():
@@ -44,3 +44,13 @@ def test_softmax_and_top_k():
     idx, val = top_k(np.array([0.1, 0.5, 0.2, 0.2]), 3)
     assert idx.tolist() == [1, 2, 3] and val.tolist() == [0.5, 0.2, 0.2]
     assert top_k(np.array([0.3, 0.7]), 5)[0].tolist() == [1, 0]
+
+
+def test_input_feeder_decides_the_path_once_and_matches_pixels_to_input():
+    px = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    for args in ((np.uint8, 1.0, 0), (np.int8, 1.0, -128), (np.int8, 2.0, -100), (np.float32, 0.0, 0, 127.5, 127.5)):
+        feed = input_feeder(*args)
+        np.testing.assert_array_equal(feed(px), pixels_to_input(px, *args))
+    same = input_feeder(np.uint8, 1.0, 0)(px)
+    assert np.shares_memory(same, px), "identity uint8 input is passed through without a copy"
+    assert input_feeder(np.int8, 1.0, -128)(px).dtype == np.int8

