@@ -19,6 +19,8 @@ class Frame:
         timestamp: ``time.monotonic()`` at capture, for capture-to-result latency.
         wall_time: ``time.time()`` at capture, for logs and events.
         path: the file an image-folder source read, else None.
+        pixels: the model input already made from ``image`` by a source that prepares frames
+            on its own thread (see :class:`edge.sources.DecodeAhead`), else None.
     """
 
     image: np.ndarray
@@ -26,6 +28,7 @@ class Frame:
     timestamp: float
     wall_time: float
     path: Optional[str] = None
+    pixels: Optional[np.ndarray] = None
 
 
 @dataclass

@@ -86,7 +86,7 @@ def draw_overlay(
     box_h = len(lines) * line_h + (len(lines) + 1) * pad
     x1, y1 = min(w, pad + box_w), min(h, pad + box_h)
     backing = out[pad:y1, pad:x1]
-    backing[:] = (backing.astype(np.float32) * _BACKING_KEEP).astype(np.uint8)
+    cv2.convertScaleAbs(backing, backing, _BACKING_KEEP)  # in place, no float copy
 
     y = pad
     for text, (_, baseline) in zip(lines, sizes):

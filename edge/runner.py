@@ -19,6 +19,7 @@ from edge.frames import FrameSource, Result, Sink
 from edge.interpreter import TFLiteClassifier
 from edge.postprocess import Decider
 from edge.preprocess import frame_to_pixels
+from edge.sources import DecodeAhead
 from edge.spec import ModelInfo
 from edge.stats import LoopStats
 
@@ -113,6 +114,8 @@ def run_loop(
     decider = Decider(info.labels, cfg.threshold, cfg.top_k, cfg.smooth, cfg.hysteresis)
     spec = info.preprocess
     annotate = any(getattr(s, "needs_annotated", False) for s in sinks)
+    if isinstance(source, DecodeAhead):  # resize on the decoder's thread, next to decoding
+        source.prepare = lambda image: frame_to_pixels(image, spec, cfg.roi)
     # Draw on the frame itself unless a sink wants the frame as captured.
     copy_frame = any(getattr(s, "needs_raw_frame", False) for s in sinks)
     while not stop.is_set():
@@ -122,7 +125,7 @@ def run_loop(
                 continue  # a live source timed out waiting (e.g. reconnecting): keep going
             break
         t0 = time.monotonic()
-        pixels = frame_to_pixels(frame.image, spec, cfg.roi)
+        pixels = frame.pixels if frame.pixels is not None else frame_to_pixels(frame.image, spec, cfg.roi)
         t1 = time.monotonic()
         model.set_pixels(pixels)
         model.invoke()

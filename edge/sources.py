@@ -11,6 +11,7 @@ OpenCV is the camera library of this module; picamera2 lives in ``edge/camera_pi
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import os
@@ -19,7 +20,7 @@ import re
 import sys
 import threading
 import time
-from typing import List, NamedTuple, Optional, Protocol, Sequence, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Union
 from urllib.parse import urlsplit, urlunsplit
 
 import cv2
@@ -571,6 +572,8 @@ class DecodeAhead:
 
     Every frame is still delivered, in order (a bounded queue of ``depth`` frames: the decoder
     waits when the consumer is slower). Counters are read through from the wrapped source.
+    Once the consumer sets :attr:`prepare` (``image -> model input``), the worker also makes
+    each frame's ``pixels``, taking the resize off the inference thread too.
 
     Args:
         source: a finite source (video file or image folder read every frame).
@@ -580,6 +583,7 @@ class DecodeAhead:
     def __init__(self, source, depth: int = 4) -> None:
         self.source = source
         self.live = False
+        self.prepare: Optional[Callable[[np.ndarray], np.ndarray]] = None
         self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._error: Optional[BaseException] = None
@@ -600,6 +604,9 @@ class DecodeAhead:
         try:
             while not self._stop.is_set():
                 frame = self.source.read()
+                prepare = self.prepare
+                if frame is not None and prepare is not None:
+                    frame = dataclasses.replace(frame, pixels=prepare(frame.image))
                 if not self._put(frame) or frame is None:
                     return
         except BaseException as e:  # handed to the consumer's thread by read()

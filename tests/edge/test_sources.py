@@ -646,3 +646,25 @@ def test_decode_ahead_delivers_every_frame_in_order_and_passes_counters(video_12
     assert [grey_index(f) for f in frames] == list(range(12))
     with open_source(str(video_12), prefetch=0) as plain:
         assert isinstance(plain, VideoFileSource)
+
+
+def test_decode_ahead_prepares_model_input_on_its_thread(video_12):
+    from edge.preprocess import frame_to_pixels
+    from edge.spec import PreprocessSpec
+
+    spec = PreprocessSpec(8, 8)
+    with open_source(str(video_12), prefetch=2) as src:
+        src.prepare = lambda image: frame_to_pixels(image, spec, (0, 0, 16, 16))
+        frames = read_all(src)
+    assert len(frames) == 12
+    prepared = [f for f in frames if f.pixels is not None]
+    assert len(prepared) >= 12 - 3  # frames decoded before prepare was set come without pixels
+    for f in prepared:
+        np.testing.assert_array_equal(f.pixels, frame_to_pixels(f.image, spec, (0, 0, 16, 16)))
+
+
+def test_decode_ahead_hands_a_prepare_error_to_the_reader(video_12):
+    with open_source(str(video_12), prefetch=2) as src:
+        src.prepare = lambda image: (_ for _ in ()).throw(SourceError("bad window"))
+        with pytest.raises(SourceError, match="bad window"):
+            read_all(src)
