@@ -156,6 +156,8 @@ class TFLiteClassifier:
         backend: Optional[Backend] = None,
     ) -> None:
         self.backend = backend or load_backend()
+        self._model = model
+        self.has_delegates = bool(delegates)
         where = str(model) if not isinstance(model, bytes) else "<model bytes>"
         kwargs: dict = {"num_threads": num_threads}
         if delegates:
@@ -185,6 +187,11 @@ class TFLiteClassifier:
         self.cpu_threads = 1 if delegates else max(1, num_threads or 1)
         self._feed = input_feeder(self.input.dtype, self.input.scale, self.input.zero_point, self.input_mean, self.input_std)
         self._input_shape = self.input.shape
+
+    def clone(self, num_threads: Optional[int] = None) -> "TFLiteClassifier":
+        """Another interpreter of the same model and settings (no delegates), for another thread."""
+        return type(self)(self._model, num_threads=num_threads, output=self.output_kind, input_mean=self.input_mean,
+                          input_std=self.input_std, backend=self.backend)
 
     @property
     def input_size(self) -> Tuple[int, int]:

@@ -8,14 +8,17 @@ finish the current frame, flush the sinks and return the statistics.
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Deque, Optional, Sequence, Tuple
 
 
-from edge.frames import FrameSource, Result, Sink
+from edge.frames import Frame, FrameSource, Result, Sink
 from edge.interpreter import TFLiteClassifier
 from edge.postprocess import Decider
 from edge.preprocess import frame_to_pixels
@@ -39,6 +42,8 @@ class LoopConfig:
         max_frames: stop after this many results (0: no limit).
         duration: stop after this many seconds (0: no limit).
         stats_interval: seconds between progress lines (0: none).
+        frame_workers: interpreters classifying consecutive frames at once, one thread each
+            (0: automatic, see :func:`frame_workers`; 1: one frame at a time).
     """
 
     threshold: float = 0.0
@@ -49,6 +54,24 @@ class LoopConfig:
     max_frames: int = 0
     duration: float = 0.0
     stats_interval: float = 5.0
+    frame_workers: int = 0
+
+
+def frame_workers(model: TFLiteClassifier, source: FrameSource, requested: int = 0) -> int:
+    """How many frames to classify at once.
+
+    A video file or image folder read every frame wants throughput: ``N`` single-threaded
+    interpreters on ``N`` consecutive frames use ``N`` cores with no synchronisation inside an
+    inference, where one interpreter with ``N`` threads waits for its slowest thread at every
+    layer. A camera (or ``--realtime`` playback) wants the newest frame classified as soon as
+    possible, so it keeps one interpreter using all its threads on one frame. An accelerator
+    delegate (the Edge TPU) is one device: one frame at a time.
+    """
+    if requested:
+        return max(1, requested)
+    if model.has_delegates or getattr(source, "live", False) or getattr(source, "realtime", False):
+        return 1
+    return model.cpu_threads
 
 
 @dataclass
@@ -110,27 +133,32 @@ def run_loop(
     from edge.overlay import draw_overlay
 
     stop = stop or StopFlag()
+    workers = frame_workers(model, source, cfg.frame_workers)
+    # Interpreters for frame-parallel work are made before the clock starts.
+    worker_models = [model.clone(num_threads=1) for _ in range(workers)] if workers > 1 else []
     stats = LoopStats()
     decider = Decider(info.labels, cfg.threshold, cfg.top_k, cfg.smooth, cfg.hysteresis)
     spec = info.preprocess
+    roi = cfg.roi
     annotate = any(getattr(s, "needs_annotated", False) for s in sinks)
     if isinstance(source, DecodeAhead):  # resize on the decoder's thread, next to decoding
-        source.prepare = lambda image: frame_to_pixels(image, spec, cfg.roi)
+        source.prepare = lambda image: frame_to_pixels(image, spec, roi)
     # Draw on the frame itself unless a sink wants the frame as captured.
     copy_frame = any(getattr(s, "needs_raw_frame", False) for s in sinks)
-    while not stop.is_set():
-        frame = source.read()
-        if frame is None:
-            if getattr(source, "live", False):
-                continue  # a live source timed out waiting (e.g. reconnecting): keep going
-            break
+
+    def classify(clf: TFLiteClassifier, frame: Frame):
         t0 = time.monotonic()
-        pixels = frame.pixels if frame.pixels is not None else frame_to_pixels(frame.image, spec, cfg.roi)
+        pixels = frame.pixels if frame.pixels is not None else frame_to_pixels(frame.image, spec, roi)
         t1 = time.monotonic()
-        model.set_pixels(pixels)
-        model.invoke()
+        clf.set_pixels(pixels)
+        clf.invoke()
         t2 = time.monotonic()
-        probs = model.output_probabilities()
+        probs = clf.output_probabilities()
+        return probs, t1 - t0, t2 - t1, time.monotonic() - t2
+
+    def report(frame: Frame, probs, pre_s: float, invoke_s: float, post_s: float) -> bool:
+        """Decide, hand the result to the sinks, count it; False when the loop must end."""
+        t = time.monotonic()
         label, score, top, changed = decider(probs)
         t3 = time.monotonic()
         result = Result(
@@ -141,11 +169,11 @@ def run_loop(
             score=score,
             top_k=top,
             latency_ms=(t3 - frame.timestamp) * 1000.0,
-            stages_ms={"preprocess": (t1 - t0) * 1000.0, "invoke": (t2 - t1) * 1000.0, "postprocess": (t3 - t2) * 1000.0},
+            stages_ms={"preprocess": pre_s * 1000.0, "invoke": invoke_s * 1000.0, "postprocess": (post_s + t3 - t) * 1000.0},
             changed=changed,
             path=frame.path,
         )
-        annotated = draw_overlay(frame.image, result, fps=stats.recent_fps or None, roi=cfg.roi, copy=copy_frame) if annotate else None
+        annotated = draw_overlay(frame.image, result, fps=stats.recent_fps or None, roi=roi, copy=copy_frame) if annotate else None
         for sink in sinks:
             sink.write(frame, result, annotated)
             if getattr(sink, "quit_requested", False):
@@ -161,9 +189,64 @@ def run_loop(
             if on_stats:
                 on_stats(stats)
         if cfg.max_frames and stats.frames >= cfg.max_frames:
-            break
+            return False
         if cfg.duration and stats.elapsed >= cfg.duration:
-            break
+            return False
+        return True
+
+    def read() -> Optional[Frame]:
+        while not stop.is_set():
+            frame = source.read()
+            if frame is not None or not getattr(source, "live", False):
+                return frame
+            # a live source timed out waiting (e.g. reconnecting): keep going
+        return None
+
+    if not worker_models:
+        while True:
+            frame = read()
+            if frame is None or not report(frame, *classify(model, frame)):
+                break
+    else:
+        _run_frame_parallel(worker_models, read, classify, report, cfg.max_frames)
     stats.dropped_source = int(getattr(source, "dropped", 0))
     stats.dropped_sinks = sum(int(getattr(s, "dropped", 0)) for s in sinks)
     return stats
+
+
+def _run_frame_parallel(worker_models: Sequence[TFLiteClassifier], read, classify, report, max_frames: int) -> None:
+    """Classify consecutive frames at once, one interpreter per worker thread; report in order."""
+    workers = len(worker_models)
+    models: "queue.SimpleQueue[TFLiteClassifier]" = queue.SimpleQueue()
+    for m in worker_models:
+        models.put(m)
+
+    def work(frame: Frame):
+        clf = models.get()
+        try:
+            return classify(clf, frame)
+        finally:
+            models.put(clf)
+
+    pending: Deque[Tuple[Frame, Future]] = deque()
+    submitted = 0
+    ended = False
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgesight-infer") as pool:
+        try:
+            while True:
+                # One frame more than workers in flight: a worker never waits for the next frame.
+                while not ended and len(pending) <= workers and not (max_frames and submitted >= max_frames):
+                    frame = read()
+                    if frame is None:
+                        ended = True
+                        break
+                    pending.append((frame, pool.submit(work, frame)))
+                    submitted += 1
+                if not pending:
+                    break
+                frame, future = pending.popleft()
+                if not report(frame, *future.result()):
+                    break
+        finally:
+            for _, future in pending:
+                future.cancel()

@@ -51,6 +51,11 @@ class Backbone:
         return "imagenet" if self.pretrained else "none"
 
 
+def has_weights(backbone: Backbone, weights: Optional[str]) -> bool:
+    """True when the backbone starts from loaded weights (transfer learning), not from random."""
+    return backbone.pretrained and str(weights or backbone.default_weights).lower() != "none"
+
+
 _REGISTRY: Dict[str, Backbone] = {}
 
 
@@ -217,9 +222,10 @@ def build_classifier(
         base_channels = 3
     x = layers.Rescaling(1.0 / backbone.std, offset=-backbone.mean / backbone.std, name="normalize")(x)
     base = backbone.builder((h, w, base_channels), weights, alpha)
-    # Pretrained backbones run in inference mode so that fine-tuning never updates their
-    # batch-norm statistics with small-batch estimates.
-    x = base(x, training=False) if backbone.pretrained else base(x)
+    # Backbones with loaded weights run in inference mode so that fine-tuning never updates
+    # their batch-norm statistics with small-batch estimates; a randomly initialised one must
+    # learn its statistics like any network trained from scratch.
+    x = base(x, training=False) if has_weights(backbone, weights) else base(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="dropout")(x)

@@ -24,7 +24,7 @@ from edge.errors import ConfigError, EdgesightError
 from edge.fsutil import atomic_path, replace_dir, write_json
 from edge.metrics import format_report
 from edge.spec import ModelInfo, PreprocessSpec, write_model_info
-from training.backbones import Backbone, build_classifier, get_backbone
+from training.backbones import Backbone, build_classifier, get_backbone, has_weights
 from training.config import TrainConfig
 from training.data import Split, format_skipped, make_split, scan_dataset, write_skipped
 
@@ -183,8 +183,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     )
     if min(height, width) < backbone.min_size:
         raise ConfigError(f"{backbone.name} needs inputs of at least {backbone.min_size}x{backbone.min_size}, got {height}x{width}; raise --img-size")
-    if cfg.fine_tune_epochs and not backbone.pretrained:
-        raise ConfigError(f"{backbone.name} trains from scratch; --fine-tune-epochs applies to pretrained backbones")
+    if cfg.fine_tune_epochs and not has_weights(backbone, weights):
+        raise ConfigError(f"{backbone.name} with --weights {weights} trains from scratch; --fine-tune-epochs applies to pretrained weights (imagenet or a file)")
     out = Path(cfg.out)
     check_out(out, cfg.overwrite)
     # Validate the data before creating anything on disk.
@@ -276,7 +276,10 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
         inputs = keras.Input(core.inputs[0].shape[1:], name="image")
         x = augment(inputs) if augment is not None else inputs
         trainer = keras.Model(inputs, core(x), name="trainer")
-        if backbone.pretrained:
+        # Transfer learning (a frozen backbone, then fine-tuning) only with loaded weights: a
+        # randomly initialised backbone must learn from the first epoch.
+        transfer = has_weights(backbone, cfg.weights)
+        if transfer:
             base.trainable = False
         trainer.compile(
             optimizer=keras.optimizers.Adam(cfg.learning_rate),
@@ -292,7 +295,7 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
         callbacks, best = _make_callbacks(keras, core, staging, monitor, cfg, stopper)
         h = trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=weights, callbacks=callbacks, verbose=verbose, shuffle=False)
         _merge(history, h.history)
-        if backbone.pretrained and cfg.fine_tune_epochs > 0 and not stopper.requested:
+        if transfer and cfg.fine_tune_epochs > 0 and not stopper.requested:
             fine_tune_start = len(history.get("loss", []))
             if best.best_weights is not None:
                 core.set_weights(best.best_weights)

@@ -165,3 +165,74 @@ def test_overlay_drawn_in_place_unless_a_sink_needs_the_raw_frame(color_bundle, 
         # Without a raw-frame sink the overlay goes on the frame itself (no full-frame copy).
         assert (annotated is image) is (not raw)
         assert np.array_equal(image_at_write, annotated if not raw else original)
+
+
+def _mixed_video(path: Path, n: int = 24) -> Path:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 20, (64, 48))
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        img = np.full((48, 64, 3), (0, 0, 220) if (i // 3) % 2 else (40, 200, 40), np.uint8)
+        w.write(np.clip(img.astype(int) + rng.integers(-40, 40, img.shape), 0, 255).astype(np.uint8))
+    w.release()
+    return path
+
+
+def test_frame_parallel_gives_the_serial_results_in_order(color_bundle, tmp_path):
+    video = _mixed_video(tmp_path / "mixed.mp4")
+    b = load_bundle(color_bundle)
+    # Same labels and scores frame by frame, in frame order.
+    results = {}
+    for workers in (1, 3):
+        events = []
+
+        class Collect(Keep):
+            def write(self, frame, result, annotated):
+                events.append((frame.index, result.label, round(result.score, 6)))
+
+        with open_source(str(video)) as src:
+            run_loop(TFLiteClassifier(b.model_path), b.info, src, [Collect(False)], LoopConfig(stats_interval=0, frame_workers=workers),
+                     printer=lambda s: None)
+        results[workers] = events
+    assert [e[0] for e in results[3]] == list(range(24))
+    assert results[3] == results[1]
+    assert {e[1] for e in results[1]} == {"red", "green"}
+
+
+def test_frame_parallel_stops_at_max_frames_and_on_stop(color_bundle, tmp_path):
+    from edge.runner import StopFlag
+
+    video = _mixed_video(tmp_path / "mixed.mp4")
+    b = load_bundle(color_bundle)
+    with open_source(str(video)) as src:
+        stats = run_loop(TFLiteClassifier(b.model_path), b.info, src, [], LoopConfig(stats_interval=0, frame_workers=2, max_frames=7),
+                         printer=lambda s: None)
+    assert stats.frames == 7
+    flag = StopFlag()
+    seen = []
+
+    def stop_after_five(result, st):
+        seen.append(result.frame_index)
+        if st.frames == 5:
+            flag.set("test")
+
+    with open_source(str(video)) as src:
+        stats = run_loop(TFLiteClassifier(b.model_path), b.info, src, [], LoopConfig(stats_interval=0, frame_workers=2),
+                         stop=flag, printer=lambda s: None, on_result=stop_after_five)
+    # Frames already in flight when the stop came are finished and reported, no more are read.
+    assert 5 <= stats.frames <= 5 + 3 and seen == list(range(stats.frames))
+
+
+def test_frame_workers_policy(color_bundle):
+    from edge.runner import frame_workers
+
+    b = load_bundle(color_bundle)
+    two = TFLiteClassifier(b.model_path, num_threads=2)
+    with open_source("synthetic:64x48", count=2) as finite:
+        assert frame_workers(two, finite) == 2
+        assert frame_workers(TFLiteClassifier(b.model_path), finite) == 1
+        assert frame_workers(two, finite, requested=3) == 3
+    with open_source("synthetic:64x48@30") as live:
+        assert frame_workers(two, live) == 1  # a camera: newest frame first, all threads on it
+    two.has_delegates = True
+    with open_source("synthetic:64x48", count=2) as finite:
+        assert frame_workers(two, finite) == 1  # one accelerator

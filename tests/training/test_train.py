@@ -96,10 +96,16 @@ def test_class_weights_auto():
 
 
 def test_transfer_learning_two_phases_and_mirrored_strategy(tmp_path):
+    import keras
+
     data = write_color_dataset(tmp_path / "d", per_class=6, size=32)
     out = tmp_path / "run"
+    # A local weights file stands in for ImageNet weights (nothing is downloaded in tests).
+    weights = tmp_path / "mnv3s.weights.h5"
+    keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.75,
+                                        include_preprocessing=False).save_weights(weights)
     cfg = TrainConfig(
-        data=str(data), out=str(out), model="mobilenet_v3_small", weights="none", alpha=0.75, img_size=32,
+        data=str(data), out=str(out), model="mobilenet_v3_small", weights=str(weights), alpha=0.75, img_size=32,
         epochs=1, fine_tune_epochs=1, fine_tune_layers=10, batch_size=8, augment="none", strategy="mirrored",
         class_weights="auto",
     )
@@ -185,3 +191,21 @@ def test_efficientnet_lite0_transfer_learning_with_offline_imagenet_weights(tmp_
     ref = build_efficientnet_lite0((32, 32, 3), include_top=False)
     load_imagenet_weights(ref)
     np.testing.assert_array_equal(base.get_layer("stem_conv").get_weights()[0], ref.get_layer("stem_conv").get_weights()[0])
+
+
+def test_random_weights_train_the_whole_backbone_from_the_first_epoch(tmp_path):
+    import keras
+
+    from training.backbones import build_classifier, get_backbone
+
+    backbone = get_backbone("mobilenet_v3_small")
+    model, base = build_classifier(backbone, (32, 32, 3), 2, "none", alpha=0.75)
+    bn = next(l for l in base.layers if isinstance(l, keras.layers.BatchNormalization))
+    before = bn.moving_mean.numpy().copy()
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, np.array([0, 1] * 4), epochs=1, verbose=0)
+    assert not np.allclose(bn.moving_mean.numpy(), before), "batch norm learns its statistics when training from scratch"
+    with pytest.raises(ConfigError, match="trains from scratch"):
+        train(TrainConfig(data=str(write_color_dataset(tmp_path / "d", per_class=4, size=32)), out=str(tmp_path / "r"),
+                          model="mobilenet_v3_small", weights="none", img_size=32, epochs=1, fine_tune_epochs=1), progress=False)
