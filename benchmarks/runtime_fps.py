@@ -10,7 +10,10 @@ The video is a generated 640x480 mp4. Each pipeline processes every frame; the b
 ``--repeats`` runs is kept (this machine is shared, the best run is the least disturbed one).
 
 The naive loop is what the TensorFlow Lite Raspberry Pi example does: read, resize, colour
-convert, set_tensor, invoke, read the output, draw the label, all on one thread. MediaPipe's
+convert, set_tensor, invoke, read the output, draw the label, all on one thread, with one
+interpreter of ``--threads`` threads. edgesight's ``run`` uses the same thread budget its own
+way: one thread decodes ahead on a spare core; ``N`` threads on a video file classify ``N``
+frames at once (one single-threaded interpreter each). MediaPipe's
 Python API does not expose a thread count; it runs with its default.
 """
 
