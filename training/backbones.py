@@ -222,6 +222,13 @@ def build_classifier(
         base_channels = 3
     x = layers.Rescaling(1.0 / backbone.std, offset=-backbone.mean / backbone.std, name="normalize")(x)
     base = backbone.builder((h, w, base_channels), weights, alpha)
+    if not has_weights(backbone, weights):
+        # From random weights the moving statistics must settle within the few steps per epoch
+        # that small datasets give; Keras applications' 0.99 (made for ImageNet) leaves
+        # validation at chance for many epochs.
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = min(layer.momentum, 0.9)
     # Backbones with loaded weights run in inference mode so that fine-tuning never updates
     # their batch-norm statistics with small-batch estimates; a randomly initialised one must
     # learn its statistics like any network trained from scratch.

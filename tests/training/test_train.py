@@ -131,7 +131,7 @@ def test_unfreeze_top_keeps_batch_norm_frozen():
 
 
 def test_fine_tuning_a_scratch_model_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="cnn_small trains from scratch; --fine-tune-epochs"):
+    with pytest.raises(ConfigError, match="cnn_small with --weights none trains from scratch; --fine-tune-epochs"):
         train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "r"), fine_tune_epochs=2), progress=False)
 
 
@@ -201,6 +201,7 @@ def test_random_weights_train_the_whole_backbone_from_the_first_epoch(tmp_path):
     backbone = get_backbone("mobilenet_v3_small")
     model, base = build_classifier(backbone, (32, 32, 3), 2, "none", alpha=0.75)
     bn = next(l for l in base.layers if isinstance(l, keras.layers.BatchNormalization))
+    assert bn.momentum == pytest.approx(0.9)
     before = bn.moving_mean.numpy().copy()
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
