@@ -625,17 +625,17 @@ def test_picamera2_missing_says_how_to_install_on_raspberry_pi_os(monkeypatch):
     assert "\n" not in message
 
 
-def test_decode_ahead_only_when_a_core_is_left_for_decoding(video_12):
+def test_decode_ahead_unless_one_core_runs_one_thread(video_12):
     assert auto_prefetch(None, cores=2) == 4  # the interpreter's default is one thread
     assert auto_prefetch(1, cores=2) == 4 and auto_prefetch(3, cores=4) == 4
-    assert auto_prefetch(2, cores=2) == 0 and auto_prefetch(4, cores=4) == 0 and auto_prefetch(None, cores=1) == 0
-    cores = os.cpu_count() or 1
-    with open_source(str(video_12), compute_threads=cores) as busy:
-        assert isinstance(busy, VideoFileSource)
-        assert len(read_all(busy)) == 12
-    if cores > 1:
-        with open_source(str(video_12), compute_threads=cores - 1) as spare:
-            assert isinstance(spare, DecodeAhead)
+    # Two or more threads classify a file's frames in parallel: a decoder thread feeds them.
+    assert auto_prefetch(2, cores=2) == 4 and auto_prefetch(4, cores=4) == 4
+    assert auto_prefetch(None, cores=1) == 0 and auto_prefetch(1, cores=1) == 0
+    with open_source(str(video_12), prefetch=0) as inline:
+        assert isinstance(inline, VideoFileSource)
+        assert len(read_all(inline)) == 12
+    with open_source(str(video_12), compute_threads=2) as ahead:
+        assert isinstance(ahead, DecodeAhead)
 
 
 def test_decode_ahead_delivers_every_frame_in_order_and_passes_counters(video_12):
@@ -668,3 +668,14 @@ def test_decode_ahead_hands_a_prepare_error_to_the_reader(video_12):
         src.prepare = lambda image: (_ for _ in ()).throw(SourceError("bad window"))
         with pytest.raises(SourceError, match="bad window"):
             read_all(src)
+
+
+def test_small_videos_decode_on_one_ffmpeg_thread_large_ones_keep_threading(tmp_path, video_12):
+    with VideoFileSource(str(video_12)) as small:
+        assert small._cap.getBackendName() == "FFMPEG"
+        assert small._cap.get(cv2.CAP_PROP_N_THREADS) == 1
+        assert [grey_index(f) for f in read_all(small)] == list(range(12))
+    big = write_video(tmp_path / "big.mp4", 2, 25.0, size=(1920, 1088))
+    with VideoFileSource(str(big)) as large:
+        assert large._cap.get(cv2.CAP_PROP_N_THREADS) == cv2.VideoCapture(str(big)).get(cv2.CAP_PROP_N_THREADS)
+        assert len(read_all(large)) == 2
