@@ -130,14 +130,14 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def table(rows: List[Dict[str, Any]]) -> None:
-    header = ["model", "trained on (test images)", "weights", "float %", "int8 %", "drop pp", "agreement %", "int8 / float32 size",
+    header = ["model", "trained on (test images)", "weights", "float %", "int8 %", "drop pp (float - int8)", "agreement %", "int8 / float32 size",
               "anchor drop pp", "drop ≤ anchor"]
     out = []
     for r in rows:
         a_float, a_int8 = ANCHORS[r["anchor"]]
         anchor_drop = round(a_float - a_int8, 2)
         out.append([r["model"], f"{r['data']} ({r['test_images']})", r["weights"], f"{100 * r['float_accuracy']:.2f}",
-                    f"{100 * r['int8_accuracy']:.2f}", f"{r['drop_pp']:+.2f}".replace("+-", "-"), f"{100 * r['agreement']:.2f}",
+                    f"{100 * r['int8_accuracy']:.2f}", f"{r['drop_pp']:.2f}", f"{100 * r['agreement']:.2f}",
                     f"{r['int8_bytes'] / 1e6:.2f} / {r['float32_tflite_bytes'] / 1e6:.2f} MB ({r['size_ratio']:.2f}x)",
                     f"{anchor_drop:.1f} ({r['anchor']})", "yes" if r["drop_pp"] <= anchor_drop else "**no**"])
     anchors = "; ".join(f"{k}: {f} → {q} %" for k, (f, q) in ANCHORS.items())
