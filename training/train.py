@@ -150,13 +150,41 @@ def check_out(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"{out}: already exists; choose another --out or pass --overwrite")
 
 
+OWNER_FILE = ".owner"
+
+
+def _staging_owner(staging: Path) -> Optional[int]:
+    """The live process (not this one) assembling ``staging``, or None when there is none."""
+    try:
+        pid = int((staging / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
 def prepare_run_dir(out: Path, overwrite: bool) -> Path:
-    """Check ``out`` and create the staging folder ``<out>.partial``."""
+    """Check ``out`` and create the staging folder ``<out>.partial``.
+
+    A staging folder left by a run that died is removed; one that a live training is still
+    writing is an error (two trainings into one ``--out`` would mix their files).
+    """
     check_out(out, overwrite)
     staging = out.with_name(out.name + ".partial")
+    owner = _staging_owner(staging)
+    if owner is not None:
+        raise ConfigError(f"{out}: another training (process {owner}) is writing this run folder; wait for it to finish or choose another --out")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
+    (staging / OWNER_FILE).write_text(str(os.getpid()))
     return staging
 
 
@@ -229,6 +257,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     write_json(staging / "history.json", {"fine_tune_start_epoch": fine_tune_start, **history})
     if history.get("loss"):
         plot_training_curves(history, staging / "training_curves.png", fine_tune_start)
+    (staging / OWNER_FILE).unlink(missing_ok=True)
     replace_dir(staging, out)
     secs = time.time() - t0
     if samples:

@@ -210,3 +210,25 @@ def test_random_weights_train_the_whole_backbone_from_the_first_epoch(tmp_path):
     with pytest.raises(ConfigError, match="trains from scratch"):
         train(TrainConfig(data=str(write_color_dataset(tmp_path / "d", per_class=4, size=32)), out=str(tmp_path / "r"),
                           model="mobilenet_v3_small", weights="none", img_size=32, epochs=1, fine_tune_epochs=1), progress=False)
+
+
+def test_a_run_folder_being_written_by_a_live_training_is_refused(tmp_path):
+    from training.train import OWNER_FILE, prepare_run_dir
+
+    out = tmp_path / "run"
+    staging = out.with_name("run.partial")
+    staging.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (staging / OWNER_FILE).write_text(str(other.pid))
+        (staging / "model.json").write_text("{}")
+        with pytest.raises(ConfigError, match=rf"another training \(process {other.pid}\) is writing this run folder"):
+            prepare_run_dir(out, overwrite=False)
+        assert (staging / "model.json").exists(), "the live run's files are left alone"
+    finally:
+        other.kill()
+        other.wait()
+    # The same folder left by a run that died is cleared and taken over.
+    assert prepare_run_dir(out, overwrite=False) == staging
+    assert not (staging / "model.json").exists()
+    assert (staging / OWNER_FILE).read_text() == str(os.getpid())
