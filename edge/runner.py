@@ -1,7 +1,9 @@
 """The real-time loop: source -> preprocess -> invoke -> postprocess -> sinks.
 
-One frame at a time on the calling thread (the interpreter is not shared); capture runs on the
-source's thread and each slow sink on its own, so neither stalls inference. SIGINT and SIGTERM
+Live sources: one frame at a time on the calling thread, the interpreter using all its threads
+on the newest frame. Files and folders: with two or more threads, consecutive frames on
+single-threaded interpreters of their own, reported in order. Capture runs on the source's
+thread and each slow sink on its own, so neither stalls inference. SIGINT and SIGTERM
 finish the current frame, flush the sinks and return the statistics.
 """
 
@@ -125,6 +127,10 @@ def run_loop(
     on_result: Optional[Callable[[Result, LoopStats], None]] = None,
 ) -> LoopStats:
     """Classify frames from ``source`` until it ends, a limit is reached, or ``stop`` is set.
+
+    Frames of a file or folder are classified several at once when the model has two or more
+    threads (see :func:`frame_workers`); results always reach the sinks in frame order. On a
+    stop, frames already being classified are finished and reported.
 
     Returns:
         The loop statistics (also handed to ``on_stats`` every ``stats_interval``; ``on_result``
