@@ -236,3 +236,14 @@ def test_frame_workers_policy(color_bundle):
     two.has_delegates = True
     with open_source("synthetic:64x48", count=2) as finite:
         assert frame_workers(two, finite) == 1  # one accelerator
+
+
+def test_run_cli_with_two_threads_reports_every_frame_of_a_file_in_order(color_bundle, tmp_path, capsys):
+    video = _mixed_video(tmp_path / "mixed.mp4", 18)
+    code, out, err = run_cli(["run", color_bundle, "--source", video, "--threads", "2", "--jsonl", tmp_path / "e.jsonl",
+                              "--stats-json", tmp_path / "s.json"], capsys)
+    assert code == 0, err
+    events = [json.loads(l) for l in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [e["frame"] for e in events] == list(range(18))
+    assert [e["label"] for e in events] == ["green" if (i // 3) % 2 == 0 else "red" for i in range(18)]
+    assert json.loads((tmp_path / "s.json").read_text())["frames"] == 18
