@@ -136,7 +136,8 @@ def _parse_hostport(text: str) -> Tuple[str, int]:
 @click.option("--source", "-s", default="0", show_default=True, envvar="EDGESIGHT_SOURCE",
               help="Camera index, /dev/videoN, rtsp:// or http:// URL, video file, image folder or glob, picamera2[:WxH], synthetic[:WxH@FPS].")
 @model_options
-@click.option("--threads", type=int, help="Interpreter threads.")
+@click.option("--threads", type=int, help="Interpreter threads (default 1). Cameras: all on the newest frame. "
+              "Files and folders: that many frames at once, one thread each.")
 @click.option("--width", type=int, help="Requested capture width.")
 @click.option("--height", type=int, help="Requested capture height.")
 @click.option("--fps", type=float, help="Requested capture frame rate.")
