@@ -118,10 +118,12 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     rep = json.loads((bundle / "conversion_report.json").read_text())
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else {}
     epochs = len(history.get("loss", history.get("history", {}).get("loss", []))) if isinstance(history, dict) else None
+    run_metrics = json.loads((run / "metrics.json").read_text())
     return {
         "name": cfg["name"], "model": cfg["model"], "data": cfg["data"], "img_size": cfg["img"],
         "test_set": f"{cfg['eval']}/test" if cfg.get("eval") else "the run's test split",
         "weights": cfg.get("weights", "none"), "train_args": cfg["train"], "epochs_run": epochs,
+        "best_epoch": run_metrics.get("best_epoch"), "training_stopped_by_request": bool(run_metrics.get("interrupted", False)),
         "test_images": rep["num_samples"], "float_accuracy": rep["float_accuracy"], "int8_accuracy": rep["quant_accuracy"],
         "drop_pp": round(100 * (rep["float_accuracy"] - rep["quant_accuracy"]), 2), "agreement": rep["agreement"],
         "int8_bytes": rep["size_bytes"], "float32_tflite_bytes": rep["float_size_bytes"], "size_ratio": rep["size_ratio"],
