@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from benchmarks.common import ROOT, machine, save_result, update_readme_table
+from benchmarks.common import ROOT, load_result, machine, save_result, update_readme_table
 from benchmarks.prepare_data import export_digits, export_fashion
 
 DATA = ROOT / "data"
@@ -160,8 +160,6 @@ def main() -> None:
         cfgs = [c for c in cfgs if c["name"] in wanted]
     previous = {}
     try:
-        from benchmarks.common import load_result
-
         previous = {r["name"]: r for r in load_result("accuracy")["rows"]}
     except (OSError, KeyError, ValueError):
         pass

@@ -46,11 +46,19 @@ def test_softmax_and_top_k():
     assert top_k(np.array([0.3, 0.7]), 5)[0].tolist() == [1, 0]
 
 
-def test_input_feeder_decides_the_path_once_and_matches_pixels_to_input():
+def test_input_feeder_gives_the_quantised_input_for_each_input_type():
     px = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    for args in ((np.uint8, 1.0, 0), (np.int8, 1.0, -128), (np.int8, 2.0, -100), (np.float32, 0.0, 0, 127.5, 127.5)):
-        feed = input_feeder(*args)
-        np.testing.assert_array_equal(feed(px), pixels_to_input(px, *args))
+    p = px.astype(np.float64)
+    expected = {
+        (np.uint8, 1.0, 0): px,
+        (np.int8, 1.0, -128): (p - 128).astype(np.int8),
+        (np.int8, 2.0, -100): np.clip(np.round(p / 2.0) - 100, -128, 127).astype(np.int8),
+        (np.float32, 0.0, 0, 127.5, 127.5): ((p - 127.5) / 127.5).astype(np.float32),
+    }
+    for args, want in expected.items():
+        got = input_feeder(*args)(px)
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), atol=1e-6)
     same = input_feeder(np.uint8, 1.0, 0)(px)
     assert np.shares_memory(same, px), "identity uint8 input is passed through without a copy"
     assert input_feeder(np.int8, 1.0, -128)(px).dtype == np.int8
