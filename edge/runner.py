@@ -130,7 +130,9 @@ def run_loop(
 
     Frames of a file or folder are classified several at once when the model has two or more
     threads (see :func:`frame_workers`); results always reach the sinks in frame order. On a
-    stop, frames already being classified are finished and reported.
+    stop, frames already being classified are finished and reported. For a file or folder read
+    frame by frame, queued sinks (:class:`~edge.sinks.AsyncSink`) are set ``lossless``: every
+    result is written; for a camera a slow sink drops its oldest waiting results instead.
 
     Returns:
         The loop statistics (also handed to ``on_stats`` every ``stats_interval``; ``on_result``
@@ -147,6 +149,12 @@ def run_loop(
     spec = info.preprocess
     roi = cfg.roi
     annotate = any(getattr(s, "needs_annotated", False) for s in sinks)
+    # A file or folder read frame by frame is a record: every result reaches every output, and
+    # a slow output slows the run down. A camera drops the oldest waiting results instead.
+    every_result = not (getattr(source, "live", False) or getattr(source, "realtime", False))
+    for sink in sinks:
+        if hasattr(sink, "lossless"):
+            sink.lossless = every_result
     if isinstance(source, DecodeAhead):  # resize on the decoder's thread, next to decoding
         source.prepare = lambda image: frame_to_pixels(image, spec, roi)
     # Draw on the frame itself unless a sink wants the frame as captured.

@@ -942,14 +942,17 @@ class AsyncSink:
     """Runs another sink's ``write`` on a worker thread behind a bounded queue.
 
     When the queue is full the oldest waiting result is dropped (and counted), so a slow sink
-    (a congested network, a slow SD card) never stalls inference and always catches up with
-    the newest results. An exception in the inner sink is logged with the sink's name and
+    (a congested network, a slow SD card) never stalls a camera's inference and always catches
+    up with the newest results. With ``lossless`` set (the loop sets it for video files and
+    folders read frame by frame, where every result must be recorded) a full queue makes the
+    caller wait instead, so the file is processed at the pace of its slowest output. An exception in the inner sink is logged with the sink's name and
     disables it; it never reaches the loop. Frames are queued by reference: the caller must not
     modify them in place afterwards. Not for :class:`DisplaySink` (GUI calls belong to one thread).
 
     Attributes:
         dropped: results dropped because the queue was full (or abandoned at close).
         written: results the inner sink wrote.
+        lossless: wait for room instead of dropping when the queue is full.
         disabled: True once the inner sink raised.
         error: that exception, else None.
     """
@@ -972,6 +975,7 @@ class AsyncSink:
         self.maxsize = maxsize
         self.dropped = 0
         self.written = 0
+        self.lossless = False
         self.disabled = False
         self.error: Optional[BaseException] = None
         self._queue: Deque[Tuple[Frame, Result, Optional[np.ndarray]]] = deque()
@@ -992,7 +996,7 @@ class AsyncSink:
         return bool(getattr(self.sink, "needs_raw_frame", False))
 
     def write(self, frame: Frame, result: Result, annotated: Optional[np.ndarray]) -> None:
-        """Queue the result for the worker; never blocks.
+        """Queue the result for the worker; never blocks unless ``lossless`` is set.
 
         Raises:
             RuntimeError: the sink was closed.
@@ -1000,13 +1004,15 @@ class AsyncSink:
         with self._cond:
             if self._closing:
                 raise RuntimeError(f"{self.name} (async) is closed")
+            if self.lossless:
+                self._cond.wait_for(lambda: len(self._queue) < self.maxsize or self.disabled)
             if self.disabled:
                 return
             if len(self._queue) >= self.maxsize:
                 self._queue.popleft()
                 self.dropped += 1
             self._queue.append((frame, result, annotated))
-            self._cond.notify()
+            self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
@@ -1015,6 +1021,7 @@ class AsyncSink:
                 if not self._queue:
                     break
                 item = self._queue.popleft()
+                self._cond.notify_all()  # room for a lossless writer
             if self.disabled:
                 continue
             try:

@@ -247,3 +247,51 @@ def test_run_cli_with_two_threads_reports_every_frame_of_a_file_in_order(color_b
     assert [e["frame"] for e in events] == list(range(18))
     assert [e["label"] for e in events] == ["green" if (i // 3) % 2 == 0 else "red" for i in range(18)]
     assert json.loads((tmp_path / "s.json").read_text())["frames"] == 18
+
+
+class _SlowRecorder:
+    """A sink slower than the model, recording the frame indices it was given."""
+
+    needs_annotated = False
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.frames = []
+
+    def write(self, frame, result, annotated):
+        time.sleep(self.delay)
+        self.frames.append(result.frame_index)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_slow_output_still_gets_every_result_of_a_file(color_bundle, tmp_path, workers):
+    from edge.sinks import AsyncSink
+
+    video = _mixed_video(tmp_path / "mixed.mp4", 18)
+    b = load_bundle(color_bundle)
+    inner = _SlowRecorder(0.01)
+    sink = AsyncSink(inner, maxsize=2)
+    with open_source(str(video)) as src:
+        stats = run_loop(TFLiteClassifier(b.model_path, num_threads=2), b.info, src, [sink],
+                         LoopConfig(stats_interval=0, frame_workers=workers), printer=lambda s: None)
+    sink.close()
+    assert sink.lossless and stats.frames == 18 and stats.dropped_sinks == 0
+    assert inner.frames == list(range(18))
+
+
+def test_a_slow_output_drops_the_oldest_results_of_a_camera(color_bundle):
+    from edge.sinks import AsyncSink
+
+    b = load_bundle(color_bundle)
+    inner = _SlowRecorder(0.05)
+    sink = AsyncSink(inner, maxsize=2)
+    with open_source("synthetic:64x48@200") as src:
+        stats = run_loop(TFLiteClassifier(b.model_path), b.info, src, [sink],
+                         LoopConfig(stats_interval=0, max_frames=40), printer=lambda s: None)
+    sink.close()
+    assert not sink.lossless and stats.frames == 40
+    assert stats.dropped_sinks > 0 and len(inner.frames) + stats.dropped_sinks == 40
+    assert inner.frames == sorted(inner.frames) and inner.frames[-1] == max(inner.frames)

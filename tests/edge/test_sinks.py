@@ -717,6 +717,35 @@ def test_async_sink_never_stalls_drops_oldest_and_drains_on_close():
     assert inner.labels[-8:] == [f"r{i}" for i in range(92, 100)], "the newest results survive"
 
 
+def test_lossless_async_sink_waits_for_room_and_writes_every_result_in_order():
+    inner = SlowSink(0.01)
+    sink = AsyncSink(inner, maxsize=2)
+    sink.lossless = True
+    t0 = time.monotonic()
+    for i in range(20):
+        sink.write(make_frame(i), make_result(f"r{i}", index=i), None)
+    # The writer waited for the sink: at most the queue (2) and the write in progress are left.
+    assert time.monotonic() - t0 >= 0.01 * (20 - 3)
+    sink.close(timeout=5)
+    assert sink.dropped == 0 and sink.written == 20
+    assert inner.labels == [f"r{i}" for i in range(20)]
+
+
+def test_lossless_async_sink_does_not_wait_on_a_disabled_sink():
+    class BrokenSink(SlowSink):
+        def write(self, frame, result, annotated):
+            time.sleep(0.02)
+            raise OSError("disk gone")
+
+    sink = AsyncSink(BrokenSink(0), maxsize=1)
+    sink.lossless = True
+    t0 = time.monotonic()
+    for i in range(50):
+        sink.write(make_frame(i), make_result(index=i), None)
+    assert time.monotonic() - t0 < 1.0 and sink.disabled
+    sink.close()
+
+
 def test_async_sink_disables_a_failing_sink_and_logs_its_name(caplog):
     class BrokenSink(SlowSink):
         def write(self, frame, result, annotated):
