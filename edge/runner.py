@@ -15,7 +15,6 @@ import signal
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Optional, Sequence, Tuple
 
@@ -229,38 +228,57 @@ def run_loop(
 
 
 def _run_frame_parallel(worker_models: Sequence[TFLiteClassifier], read, classify, report, max_frames: int) -> None:
-    """Classify consecutive frames at once, one interpreter per worker thread; report in order."""
+    """Classify consecutive frames at once, one interpreter per worker thread; report in order.
+
+    Frame ``i`` goes to worker ``i % N`` and its result comes back on that worker's own queue,
+    so the order needs no bookkeeping and each hand-over is one C-level queue operation.
+    """
     workers = len(worker_models)
-    models: "queue.SimpleQueue[TFLiteClassifier]" = queue.SimpleQueue()
-    for m in worker_models:
-        models.put(m)
+    inboxes: list = [queue.SimpleQueue() for _ in range(workers)]
+    outboxes: list = [queue.SimpleQueue() for _ in range(workers)]
 
-    def work(frame: Frame):
-        clf = models.get()
-        try:
-            return classify(clf, frame)
-        finally:
-            models.put(clf)
+    def work(clf: TFLiteClassifier, inbox: "queue.SimpleQueue", outbox: "queue.SimpleQueue") -> None:
+        while True:
+            frame = inbox.get()
+            if frame is None:
+                return
+            try:
+                outbox.put((True, classify(clf, frame)))
+            except BaseException as e:  # noqa: BLE001 - raised again on the loop's thread
+                outbox.put((False, e))
 
-    pending: Deque[Tuple[Frame, Future]] = deque()
-    submitted = 0
+    threads = [
+        threading.Thread(target=work, args=(m, i, o), name=f"edgesight-infer-{k}", daemon=True)
+        for k, (m, i, o) in enumerate(zip(worker_models, inboxes, outboxes))
+    ]
+    for t in threads:
+        t.start()
+    pending: Deque[Frame] = deque()
+    submitted = reported = 0
     ended = False
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgesight-infer") as pool:
-        try:
-            while True:
-                # One frame more than workers in flight: a worker never waits for the next frame.
-                while not ended and len(pending) <= workers and not (max_frames and submitted >= max_frames):
-                    frame = read()
-                    if frame is None:
-                        ended = True
-                        break
-                    pending.append((frame, pool.submit(work, frame)))
-                    submitted += 1
-                if not pending:
+    try:
+        while True:
+            # One frame more than workers in flight: a worker never waits for the next frame.
+            while not ended and len(pending) <= workers and not (max_frames and submitted >= max_frames):
+                frame = read()
+                if frame is None:
+                    ended = True
                     break
-                frame, future = pending.popleft()
-                if not report(frame, *future.result()):
-                    break
-        finally:
-            for _, future in pending:
-                future.cancel()
+                inboxes[submitted % workers].put(frame)
+                pending.append(frame)
+                submitted += 1
+            if not pending:
+                break
+            frame = pending.popleft()
+            ok, value = outboxes[reported % workers].get()
+            reported += 1
+            if not ok:
+                raise value
+            if not report(frame, *value):
+                break
+    finally:
+        # Frames already handed over are finished (their results are not reported).
+        for inbox in inboxes:
+            inbox.put(None)
+        for t in threads:
+            t.join()

@@ -608,7 +608,12 @@ class DecodeAhead:
         self.source = source
         self.live = False
         self.prepare: Optional[Callable[[np.ndarray], np.ndarray]] = None
-        self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
+        # Two C-level queues instead of one bounded queue.Queue: frames, and one token per free
+        # slot; each hand-over is then a single lock-free-in-Python operation on each side.
+        self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._slots: "queue.SimpleQueue" = queue.SimpleQueue()
+        for _ in range(max(1, depth)):
+            self._slots.put(None)
         self._stop = threading.Event()
         self._error: Optional[BaseException] = None
         self._done = False
@@ -616,12 +621,14 @@ class DecodeAhead:
         self._thread.start()
 
     def _put(self, item) -> bool:
+        """Wait for a free slot, then queue ``item``; False when closed meanwhile."""
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
+                self._slots.get(timeout=0.1)
+            except queue.Empty:
                 continue
+            self._queue.put(item)
+            return True
         return False
 
     def _work(self) -> None:
@@ -641,6 +648,7 @@ class DecodeAhead:
         if self._done:
             return None
         frame = self._queue.get()
+        self._slots.put(None)
         if frame is None:
             self._done = True
             if self._error is not None:

@@ -222,6 +222,38 @@ def test_frame_parallel_stops_at_max_frames_and_on_stop(color_bundle, tmp_path):
     assert 5 <= stats.frames <= 5 + 3 and seen == list(range(stats.frames))
 
 
+def test_frame_parallel_raises_a_worker_error_on_the_loop_thread(color_bundle, tmp_path):
+    import threading
+
+    video = _mixed_video(tmp_path / "mixed.mp4", 12)
+    b = load_bundle(color_bundle)
+    clf = TFLiteClassifier(b.model_path, num_threads=2)
+    real_clone, clones = clf.clone, []
+
+    def failing_clone(num_threads=None):
+        m = real_clone(num_threads=num_threads)
+        clones.append(m)
+        if len(clones) == 2:  # the second worker gets frames 1, 3, 5...: fail on frame 5
+            real_invoke, invokes = m.invoke, []
+
+            def invoke():
+                invokes.append(1)
+                if len(invokes) == 3:
+                    raise RuntimeError("interpreter failed on this frame")
+                real_invoke()
+
+            m.invoke = invoke
+        return m
+
+    clf.clone = failing_clone
+    seen = []
+    with open_source(str(video)) as src, pytest.raises(RuntimeError, match="interpreter failed"):
+        run_loop(clf, b.info, src, [], LoopConfig(stats_interval=0, frame_workers=2), printer=lambda s: None,
+                 on_result=lambda r, st: seen.append(r.frame_index))
+    assert seen == [0, 1, 2, 3, 4]  # the frames before the failing one were reported, in order
+    assert not [t for t in threading.enumerate() if t.name.startswith("edgesight-infer")]
+
+
 def test_frame_workers_policy(color_bundle):
     from edge.runner import frame_workers
 

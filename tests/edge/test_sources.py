@@ -648,6 +648,16 @@ def test_decode_ahead_delivers_every_frame_in_order_and_passes_counters(video_12
         assert isinstance(plain, VideoFileSource)
 
 
+def test_decode_ahead_stays_a_bounded_number_of_frames_ahead_and_closes_while_waiting(video_12):
+    src = open_source(str(video_12), prefetch=3)
+    assert src.read() is not None
+    time.sleep(0.3)  # a slow consumer: the decoder fills its slots and waits
+    assert src.captured == 1 + 3 + 1  # the frame read, three queued, one waiting for a slot
+    t0 = time.monotonic()
+    src.close()
+    assert time.monotonic() - t0 < 1.0 and not src._thread.is_alive()
+
+
 def test_decode_ahead_prepares_model_input_on_its_thread(video_12):
     from edge.preprocess import frame_to_pixels
     from edge.spec import PreprocessSpec
