@@ -2,14 +2,17 @@
 
 Live sources: one frame at a time on the calling thread, the interpreter using all its threads
 on the newest frame. Files and folders: with two or more threads, consecutive frames on
-single-threaded interpreters of their own, reported in order. Capture runs on the source's
-thread and each slow sink on its own, so neither stalls inference. SIGINT and SIGTERM
+single-threaded interpreters of their own, reported in order; with one thread and a core to
+spare, the interpreter on a thread of its own, classifying the next frame while the calling
+thread reports the last. Capture runs on the source's thread and each slow sink on its own, so
+neither stalls inference. SIGINT and SIGTERM
 finish the current frame, flush the sinks and return the statistics.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import threading
@@ -141,16 +144,23 @@ def run_loop(
 
     stop = stop or StopFlag()
     workers = frame_workers(model, source, cfg.frame_workers)
-    # Interpreters for frame-parallel work are made before the clock starts.
-    worker_models = [model.clone(num_threads=1) for _ in range(workers)] if workers > 1 else []
+    # A file or folder read frame by frame is a record: every result reaches every output, and
+    # a slow output slows the run down. A camera drops the oldest waiting results instead.
+    every_result = not (getattr(source, "live", False) or getattr(source, "realtime", False))
+    if workers > 1:
+        # Interpreters for frame-parallel work are made before the clock starts.
+        worker_models = [model.clone(num_threads=1) for _ in range(workers)]
+    elif every_result and not cfg.frame_workers and (os.cpu_count() or 1) > model.cpu_threads:
+        # A core to spare: the interpreter runs on a thread of its own and classifies the next
+        # frame while this thread reports the last one.
+        worker_models = [model]
+    else:
+        worker_models = []
     stats = LoopStats()
     decider = Decider(info.labels, cfg.threshold, cfg.top_k, cfg.smooth, cfg.hysteresis)
     spec = info.preprocess
     roi = cfg.roi
     annotate = any(getattr(s, "needs_annotated", False) for s in sinks)
-    # A file or folder read frame by frame is a record: every result reaches every output, and
-    # a slow output slows the run down. A camera drops the oldest waiting results instead.
-    every_result = not (getattr(source, "live", False) or getattr(source, "realtime", False))
     for sink in sinks:
         if hasattr(sink, "lossless"):
             sink.lossless = every_result

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -182,19 +183,33 @@ def test_frame_parallel_gives_the_serial_results_in_order(color_bundle, tmp_path
     b = load_bundle(color_bundle)
     # Same labels and scores frame by frame, in frame order.
     results = {}
-    for workers in (1, 3):
+    for workers in (1, 3, 0):  # serial, three at once, and automatic: one interpreter on its own thread
         events = []
 
         class Collect(Keep):
             def write(self, frame, result, annotated):
                 events.append((frame.index, result.label, round(result.score, 6)))
 
+        clf = TFLiteClassifier(b.model_path)
+        real_invoke, invoked_on = clf.invoke, set()
+
+        def invoke():
+            invoked_on.add(threading.current_thread().name)
+            real_invoke()
+
+        clf.invoke = invoke
         with open_source(str(video)) as src:
-            run_loop(TFLiteClassifier(b.model_path), b.info, src, [Collect(False)], LoopConfig(stats_interval=0, frame_workers=workers),
+            run_loop(clf, b.info, src, [Collect(False)], LoopConfig(stats_interval=0, frame_workers=workers),
                      printer=lambda s: None)
         results[workers] = events
+        if workers == 1:
+            assert invoked_on == {threading.current_thread().name}
+        if workers == 0:
+            # With a core to spare the next frame is classified while this thread reports.
+            expected = {"edgesight-infer-0"} if (os.cpu_count() or 1) > 1 else {threading.current_thread().name}
+            assert invoked_on == expected
     assert [e[0] for e in results[3]] == list(range(24))
-    assert results[3] == results[1]
+    assert results[3] == results[1] == results[0]
     assert {e[1] for e in results[1]} == {"red", "green"}
 
 
@@ -223,8 +238,6 @@ def test_frame_parallel_stops_at_max_frames_and_on_stop(color_bundle, tmp_path):
 
 
 def test_frame_parallel_raises_a_worker_error_on_the_loop_thread(color_bundle, tmp_path):
-    import threading
-
     video = _mixed_video(tmp_path / "mixed.mp4", 12)
     b = load_bundle(color_bundle)
     clf = TFLiteClassifier(b.model_path, num_threads=2)
