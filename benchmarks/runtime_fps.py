@@ -14,7 +14,8 @@ medians are kept in the JSON too.
 The naive loop is what the TensorFlow Lite Raspberry Pi example does: read, resize, colour
 convert, set_tensor, invoke, read the output, draw the label, all on one thread, with one
 interpreter of ``--threads`` threads. edgesight's ``run`` uses the same thread budget its own
-way: one thread decodes ahead on a spare core; ``N`` threads on a video file classify ``N``
+way: one thread decodes ahead on a spare core; one interpreter thread runs on a thread of its
+own while the loop reports the previous result; ``N`` threads on a video file classify ``N``
 frames at once (one single-threaded interpreter each). MediaPipe's
 Python API does not expose a thread count; it runs with its default.
 """
