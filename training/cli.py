@@ -32,6 +32,7 @@ _TRAIN_OPTIONS = {
     "augment": "augment",
     "hflip": "hflip",
     "early_stopping": "early_stopping",
+    "time_limit": "time_limit",
     "fine_tune_layers": "fine_tune_layers",
     "fine_tune_epochs": "fine_tune_epochs",
     "fine_tune_lr": "fine_tune_lr",
@@ -71,6 +72,7 @@ def _backbone_names():
 @click.option("--augment", type=click.Choice(["none", "light", "standard", "strong"]), default="standard", show_default=True)
 @click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flips; turn off when a mirror image is another class (traffic signs, text).")
 @click.option("--early-stopping", type=int, default=5, show_default=True, help="Patience in epochs (0 disables).")
+@click.option("--time-limit", type=float, default=0.0, show_default=True, help="Seconds of training at most (0: none): no epoch is started that would end past it; the best epoch is kept.")
 @click.option("--fine-tune-layers", type=int, default=0, show_default=True, help="Top backbone layers unfrozen in phase 2 (0: all).")
 @click.option("--fine-tune-epochs", type=int, default=0, show_default=True, help="Epochs of phase 2 (fine-tuning) for pretrained backbones.")
 @click.option("--fine-tune-lr", type=float, default=1e-5, show_default=True)
@@ -202,11 +204,12 @@ def inspect(data: Path, val_split: float, test_split: float, seed: int) -> None:
 @click.option("--classes", help="Comma-separated sign classes (default: all of them).")
 @click.option("--fast", is_flag=True, help="Tiny dataset and one epoch: checks the whole pipeline in about a minute.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo(out: str, classes: Optional[str], fast: bool, seed: int) -> None:
+@click.option("--time-budget", type=float, default=300.0, show_default=True, help="Seconds the whole demo may take (0: no limit); training stops early, keeping its best epoch, to stay within it.")
+def demo(out: str, classes: Optional[str], fast: bool, seed: int, time_budget: float) -> None:
     """Generate traffic-sign data, train, convert to int8, and run the camera loop on a
     generated dashcam video; no data or network needed."""
     from training.demo import DemoConfig, run_demo
     from training.signs import SIGN_CLASSES
 
     names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else SIGN_CLASSES
-    run_demo(DemoConfig(out=out, classes=names, fast=fast, seed=seed), echo=click.echo)
+    run_demo(DemoConfig(out=out, classes=names, fast=fast, seed=seed, time_budget=time_budget), echo=click.echo)

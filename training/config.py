@@ -44,6 +44,7 @@ class TrainConfig:
     augment: str = "standard"
     hflip: bool = True
     early_stopping: int = 5
+    time_limit: float = 0.0
     reduce_lr_patience: int = 3
     fine_tune_layers: int = 0
     fine_tune_epochs: int = 0
@@ -82,6 +83,8 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.fine_tune_layers < 0 or self.fine_tune_epochs < 0:
             raise ConfigError("fine_tune_layers and fine_tune_epochs cannot be negative")
+        if not self.time_limit >= 0:
+            raise ConfigError(f"time_limit must be 0 (none) or a number of seconds, got {self.time_limit}")
 
     def input_size(self, default: int) -> tuple:
         """(height, width) from ``img_size`` or ``img_height``/``img_width``, else ``default``."""

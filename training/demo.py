@@ -20,6 +20,12 @@ from edge.fsutil import write_json
 from training.signs import SIGN_CLASSES
 
 VIDEO_SIZE = (640, 360)
+# Seconds kept from the time budget for what follows the last epoch: evaluating and saving the
+# model, converting and verifying it, making the video and running the camera loop. They take
+# about 30 s on two cores; the rest is margin for a slower machine.
+AFTER_TRAINING_S = 60.0
+# Training gets at least this long, whatever the budget, so the model is worth converting.
+MIN_TRAINING_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -32,12 +38,16 @@ class DemoConfig:
         fast: a tiny dataset and one epoch (a smoke test of the whole pipeline, in about a
             minute; its accuracy means little).
         seed: seed of the data generator and of training.
+        time_budget: seconds the whole demo should take at most (0: no limit). Training
+            stops before an epoch that would leave too little of it for the stages after it;
+            the best epoch so far is kept.
     """
 
     out: str = "edgesight-demo"
     classes: Tuple[str, ...] = SIGN_CLASSES
     fast: bool = False
     seed: int = 0
+    time_budget: float = 300.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.classes) - set(SIGN_CLASSES))
@@ -45,6 +55,8 @@ class DemoConfig:
             raise ConfigError(f"--classes: unknown sign class(es) {', '.join(unknown)}; choose from {', '.join(SIGN_CLASSES)}")
         if len(set(self.classes)) < 2:
             raise ConfigError("--classes: give at least 2 different sign classes")
+        if not self.time_budget >= 0:
+            raise ConfigError(f"--time-budget: give seconds (0: no limit), got {self.time_budget}")
 
     @property
     def per_class(self) -> int:
@@ -80,6 +92,18 @@ def _video_accuracy(events: List[dict], timeline: Sequence[dict]) -> Dict[str, A
     return {"sign_frames": shown, "correct_frames": correct, "accuracy": correct / shown if shown else 0.0, "signs": per_sign}
 
 
+def training_time_limit(cfg: DemoConfig, elapsed: float) -> float:
+    """Seconds of training that keep the demo within ``cfg.time_budget`` (0: no limit).
+
+    Args:
+        cfg: the demo's options (``--fast`` trains one epoch and needs no limit).
+        elapsed: seconds the demo has already taken.
+    """
+    if not cfg.time_budget or cfg.fast:
+        return 0.0
+    return max(MIN_TRAINING_S, cfg.time_budget - elapsed - AFTER_TRAINING_S)
+
+
 def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> Dict[str, Any]:
     """Run every stage and write ``summary.json`` into ``cfg.out``.
 
@@ -113,12 +137,14 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> Dict[str, 
     write_signs(data, per_class=cfg.per_class, size=cfg.img_size * 2, seed=cfg.seed, classes=cfg.classes)
     stage("data", t)
 
-    echo(f"[2/5] training cnn_small at {cfg.img_size}x{cfg.img_size} for up to {cfg.epochs} epochs (no mirrored images: turn_left is not turn_right)")
+    time_limit = training_time_limit(cfg, time.time() - t0)
+    within = f" within {time_limit:.0f} s" if time_limit else ""
+    echo(f"[2/5] training cnn_small at {cfg.img_size}x{cfg.img_size} for up to {cfg.epochs} epochs{within} (no mirrored images: turn_left is not turn_right)")
     t = time.time()
     tcfg = TrainConfig(
         data=str(data), out=str(out / "run"), model="cnn_small", img_size=cfg.img_size, epochs=cfg.epochs, batch_size=32,
         learning_rate=3e-3, augment="light", hflip=False, early_stopping=4, seed=cfg.seed, overwrite=True,
-        val_split=0.15, test_split=0.15,
+        val_split=0.15, test_split=0.15, time_limit=time_limit,
         # The camera loop shrinks a 216-pixel window to the model's 48: a box filter keeps thin
         # symbols from aliasing, and on a window this small it costs a fraction of a millisecond.
         interpolation="area",
@@ -176,6 +202,8 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> Dict[str, 
         "model_size_bytes": conv.report["size_bytes"],
         "float_size_bytes": conv.report["float_size_bytes"],
         "epochs_run": result.metrics.get("epochs_run"),
+        "best_epoch": result.metrics.get("best_epoch"),
+        "time_limited": bool(result.metrics.get("time_limited")),
         "video": {"frames": run_stats["frames"], **{k: v for k, v in video_acc.items() if k != "signs"}, "signs": video_acc["signs"]},
         "fps": run_stats["fps"],
         "latency_ms": run_stats["latency_ms"],
@@ -197,6 +225,8 @@ def format_summary(s: Dict[str, Any]) -> str:
     return "\n".join([
         "summary",
         f"  test accuracy     float {s['float_accuracy'] * 100:.1f}%   int8 {s['int8_accuracy'] * 100:.1f}%   agreement {s['agreement'] * 100:.1f}%  ({s['test_images']} images)",
+        f"  training          {s['epochs_run']} of {s['config']['epochs']} epochs, best {s['best_epoch']}"
+        + (f" (stopped to finish within the {s['config']['time_budget']:.0f} s time budget)" if s["time_limited"] else ""),
         f"  model size        {s['model_size_bytes'] / 1e3:.0f} kB int8 ({s['model_size_bytes'] / s['float_size_bytes']:.2f}x of float32)",
         f"  video             {v['frames']} frames, {v['accuracy'] * 100:.1f}% of the {v['sign_frames']} frames showing a sign labelled correctly",
         f"  speed             {s['fps']:.1f} FPS, latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms",

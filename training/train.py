@@ -97,6 +97,48 @@ def _make_callbacks(keras, core_model, staging: Path, monitor: str, cfg: TrainCo
     return cbs, best
 
 
+class TimeLimit:
+    """Stops training before an epoch that would end more than ``seconds`` after the first
+    epoch began (``--time-limit``); covers both phases of transfer learning.
+
+    The next epoch is expected to last as long as the mean of those before it, the first
+    (which fills the cache) left out once there are others.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = float(seconds)
+        self.reached = False
+        self._start: Optional[float] = None
+        self._ends: List[float] = []
+
+    def callback(self, keras):
+        outer = self
+
+        class _Cb(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                if outer._start is None:
+                    outer._start = time.monotonic()
+                if outer.reached:
+                    self.model.stop_training = True
+
+            def on_epoch_end(self, epoch, logs=None):
+                if outer.seconds <= 0:
+                    return
+                now = time.monotonic()
+                outer._ends.append(now)
+                marks = [outer._start] + outer._ends
+                durations = [b - a for a, b in zip(marks, marks[1:])]
+                expected = sum(durations[1:]) / (len(durations) - 1) if len(durations) > 1 else durations[0]
+                used = now - outer._start
+                if used + expected > outer.seconds:
+                    outer.reached = True
+                    self.model.stop_training = True
+                    print(f"stopping: another epoch (about {expected:.0f} s) would end past the time limit of "
+                          f"{outer.seconds:.0f} s ({used:.0f} s used); the best epoch is kept", flush=True)
+
+        return _Cb()
+
+
 class GracefulStop:
     """First Ctrl-C (or SIGTERM) stops training after the current batch; the second aborts."""
 
@@ -233,7 +275,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     )
     write_model_info(staging, info)
 
-    history, interrupted, best_epoch, fine_tune_start, core = _fit(resolved, backbone, spec, split, staging, progress)
+    history, interrupted, time_limited, best_epoch, fine_tune_start, core = _fit(resolved, backbone, spec, split, staging, progress)
 
     # The best model was checkpointed during training; make sure the file holds those weights.
     if not (staging / "model.keras").exists():
@@ -252,7 +294,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         metrics = report_for(core, info, samples, batch_size=max(32, cfg.batch_size))
         metrics["split"] = eval_split
         plot_confusion_matrix(metrics["confusion_matrix"], info.labels, staging / "confusion_matrix.png", title=f"{eval_split} split")
-    metrics.update({"best_epoch": best_epoch + 1, "epochs_run": len(history.get("loss", [])), "interrupted": interrupted, "skipped_files": len(split.skipped)})
+    metrics.update({"best_epoch": best_epoch + 1, "epochs_run": len(history.get("loss", [])), "interrupted": interrupted,
+                    "time_limited": time_limited, "skipped_files": len(split.skipped)})
     write_json(staging / "metrics.json", metrics)
     write_json(staging / "history.json", {"fine_tune_start_epoch": fine_tune_start, **history})
     if history.get("loss"):
@@ -262,7 +305,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     secs = time.time() - t0
     if samples:
         print(format_report(metrics))
-    print(f"{'stopped early by request; ' if interrupted else ''}run folder: {out} ({secs:.0f} s)")
+    why = "stopped early by request; " if interrupted else "stopped at the time limit; " if time_limited else ""
+    print(f"{why}run folder: {out} ({secs:.0f} s)")
     return TrainResult(out, metrics, history, interrupted, secs)
 
 
@@ -320,11 +364,13 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
     verbose = 1 if (progress and sys.stdout.isatty()) else 2
     history: Dict[str, List[float]] = {}
     fine_tune_start: Optional[int] = None
+    limit = TimeLimit(cfg.time_limit)
     with GracefulStop() as stopper:
         callbacks, best = _make_callbacks(keras, core, staging, monitor, cfg, stopper)
+        callbacks.append(limit.callback(keras))
         h = trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=weights, callbacks=callbacks, verbose=verbose, shuffle=False)
         _merge(history, h.history)
-        if transfer and cfg.fine_tune_epochs > 0 and not stopper.requested:
+        if transfer and cfg.fine_tune_epochs > 0 and not stopper.requested and not limit.reached:
             fine_tune_start = len(history.get("loss", []))
             if best.best_weights is not None:
                 core.set_weights(best.best_weights)
@@ -337,6 +383,7 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
                 )
             print(f"fine-tuning the top {cfg.fine_tune_layers or 'all'} layers of {backbone.name} at lr {cfg.fine_tune_lr}")
             callbacks, best2 = _make_callbacks(keras, core, staging, monitor, cfg, stopper)
+            callbacks.append(limit.callback(keras))
             best2.best, best2.best_weights, best2.best_epoch = best.best, best.best_weights, best.best_epoch
             h = trainer.fit(
                 train_ds,
@@ -353,7 +400,7 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
     if best.best_weights is not None:
         core.set_weights(best.best_weights)
     shutil.rmtree(staging / "cache", ignore_errors=True)
-    return history, stopper.requested, best.best_epoch, fine_tune_start, core
+    return history, stopper.requested, limit.reached, best.best_epoch, fine_tune_start, core
 
 
 def _unfreeze_top(base, n_layers: int) -> None:

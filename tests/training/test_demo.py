@@ -7,7 +7,7 @@ import pytest
 
 from edge.errors import ConfigError
 from tests.conftest import run_cli
-from training.demo import DemoConfig
+from training.demo import AFTER_TRAINING_S, MIN_TRAINING_S, DemoConfig, training_time_limit
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,8 @@ def test_demo_fast_writes_every_artefact(tmp_path, capsys):
     assert 0 <= s["video"]["correct_frames"] <= s["video"]["sign_frames"] <= len(events)
     assert 0.0 <= s["int8_accuracy"] <= 1.0 and s["test_images"] >= 3
     assert s["fps"] > 0 and s["latency_ms"]["p50"] > 0 and s["model_size_bytes"] < s["float_size_bytes"]
-    for line in ("[1/5]", "[5/5]", "summary", "test accuracy", "model size", "FPS, latency p50"):
+    assert s["epochs_run"] == 1 and s["best_epoch"] == 1 and s["time_limited"] is False
+    for line in ("[1/5]", "[5/5]", "summary", "test accuracy", "training          1 of 1 epochs, best 1", "model size", "FPS, latency p50"):
         assert line in text
 
 
@@ -39,3 +40,13 @@ def test_demo_rejects_unknown_classes():
         DemoConfig(classes=("stopp", "yield"))
     with pytest.raises(ConfigError, match="at least 2"):
         DemoConfig(classes=("stop", "stop"))
+
+
+def test_demo_training_gets_what_the_time_budget_leaves():
+    assert training_time_limit(DemoConfig(), elapsed=12.0) == 300.0 - 12.0 - AFTER_TRAINING_S
+    assert training_time_limit(DemoConfig(time_budget=600), elapsed=12.0) == 600.0 - 12.0 - AFTER_TRAINING_S
+    assert training_time_limit(DemoConfig(time_budget=60), elapsed=12.0) == MIN_TRAINING_S
+    assert training_time_limit(DemoConfig(time_budget=0), elapsed=12.0) == 0.0
+    assert training_time_limit(DemoConfig(fast=True), elapsed=12.0) == 0.0
+    with pytest.raises(ConfigError, match="--time-budget"):
+        DemoConfig(time_budget=-5)

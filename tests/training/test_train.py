@@ -232,3 +232,50 @@ def test_a_run_folder_being_written_by_a_live_training_is_refused(tmp_path):
     assert prepare_run_dir(out, overwrite=False) == staging
     assert not (staging / "model.json").exists()
     assert (staging / OWNER_FILE).read_text() == str(os.getpid())
+
+
+def test_time_limit_stops_before_an_epoch_that_would_end_past_it(monkeypatch):
+    import keras
+
+    import training.train as T
+
+    clock = iter([0.0, 10.0, 13.0, 16.0, 19.0])  # train begins; epochs end (the first fills the cache)
+    monkeypatch.setattr(T.time, "monotonic", lambda: next(clock))
+
+    class Model:
+        stop_training = False
+
+    limit = T.TimeLimit(20)
+    cb = limit.callback(keras)
+    cb.set_model(Model())
+    cb.on_train_begin()
+    stopped_after = None
+    for epoch in range(4):
+        cb.on_epoch_end(epoch)
+        if cb.model.stop_training:
+            stopped_after = epoch + 1
+            break
+    # 10 s, then 3 s epochs: after the 4th (19 s used) a 5th would end at 22 s > 20 s.
+    assert stopped_after == 4 and limit.reached
+    cb2 = limit.callback(keras)  # the fine-tuning phase of the same training starts stopped
+    cb2.set_model(Model())
+    cb2.on_train_begin()
+    assert cb2.model.stop_training
+
+
+def test_train_cli_time_limit_keeps_the_best_epoch(tmp_path):
+    data = write_color_dataset(tmp_path / "d", per_class=12, size=16)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edge.cli", "train", str(data), "--out", str(out), "--img-size", "16", "--epochs", "500",
+           "--batch-size", "4", "--early-stopping", "0", "--alpha", "0.25", "--augment", "none", "--time-limit", "4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "would end past the time limit of 4 s" in output and "stopped at the time limit; run folder" in output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["time_limited"] is True and m["interrupted"] is False and 1 <= m["epochs_run"] < 500
+    assert 1 <= m["best_epoch"] <= m["epochs_run"]
+    assert len(json.loads((out / "history.json").read_text())["loss"]) == m["epochs_run"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["time_limit"] == 4.0
+    with pytest.raises(ConfigError, match="time_limit must be 0"):
+        TrainConfig(time_limit=-1)
