@@ -5,8 +5,8 @@ on the newest frame. Files and folders: with two or more threads, consecutive fr
 single-threaded interpreters of their own, reported in order; with one thread and a core to
 spare, the interpreter on a thread of its own, classifying the next frame while the calling
 thread reports the last. Capture runs on the source's thread and each slow sink on its own, so
-neither stalls inference. SIGINT and SIGTERM
-finish the current frame, flush the sinks and return the statistics.
+neither stalls inference. SIGINT and SIGTERM finish the current frame, flush the sinks and
+return the statistics.
 """
 
 from __future__ import annotations

@@ -608,8 +608,8 @@ class DecodeAhead:
         self.source = source
         self.live = False
         self.prepare: Optional[Callable[[np.ndarray], np.ndarray]] = None
-        # Two C-level queues instead of one bounded queue.Queue: frames, and one token per free
-        # slot; each hand-over is then a single lock-free-in-Python operation on each side.
+        # Two C-level queues instead of one bounded queue.Queue: the frames, and one token per
+        # free slot; each hand-over is then a single C call on each side.
         self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
         self._slots: "queue.SimpleQueue" = queue.SimpleQueue()
         for _ in range(max(1, depth)):
