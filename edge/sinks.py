@@ -945,9 +945,10 @@ class AsyncSink:
     (a congested network, a slow SD card) never stalls a camera's inference and always catches
     up with the newest results. With ``lossless`` set (the loop sets it for video files and
     folders read frame by frame, where every result must be recorded) a full queue makes the
-    caller wait instead, so the file is processed at the pace of its slowest output. An exception in the inner sink is logged with the sink's name and
-    disables it; it never reaches the loop. Frames are queued by reference: the caller must not
-    modify them in place afterwards. Not for :class:`DisplaySink` (GUI calls belong to one thread).
+    caller wait instead, so the file is processed at the pace of its slowest output. An
+    exception in the inner sink is logged with the sink's name and disables it; it never
+    reaches the loop. Frames are queued by reference: the caller must not modify them in place
+    afterwards. Not for :class:`DisplaySink` (GUI calls belong to one thread).
 
     Attributes:
         dropped: results dropped because the queue was full (or abandoned at close).
