@@ -47,7 +47,8 @@ class LoopConfig:
         duration: stop after this many seconds (0: no limit).
         stats_interval: seconds between progress lines (0: none).
         frame_workers: interpreters classifying consecutive frames at once, one thread each
-            (0: automatic, see :func:`frame_workers`; 1: one frame at a time).
+            (0: automatic, see :func:`frame_workers`; 1: one frame at a time, on the calling
+            thread).
     """
 
     threshold: float = 0.0
