@@ -92,7 +92,7 @@ def _cli(args: List[str], log: Path) -> float:
     with open(log, "a") as f:
         f.write("$ edgesight " + " ".join(args) + "\n")
         f.flush()
-        proc = subprocess.run([sys.executable, "-m", "edge.cli", *args], stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run([sys.executable, "-m", "edgesight.cli", *args], stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode not in (0, 1):  # convert exits 1 when the drop is over --max-drop; the report is still written
         raise SystemExit(f"edgesight {args[0]} failed (exit {proc.returncode}); see {log}")
     return time.perf_counter() - t0

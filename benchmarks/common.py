@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from edge.fsutil import write_json, write_text
+from edgesight.edge.fsutil import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"

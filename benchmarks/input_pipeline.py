@@ -37,11 +37,11 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from edge.spec import PreprocessSpec
-    from training.backbones import build_classifier, get_backbone
-    from training.data import make_split, scan_dataset
-    from training.pipeline import make_dataset
-    from training.signs import write_signs
+    from edgesight.edge.model.spec import PreprocessSpec
+    from edgesight.training.backbones import build_classifier, get_backbone
+    from edgesight.training.data import make_split, scan_dataset
+    from edgesight.training.pipeline import make_dataset
+    from edgesight.training.signs import write_signs
 
     rows: List[Dict] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 
 from benchmarks.common import machine, save_result, update_readme_table
-from edge.preprocess import frame_to_pixels
-from edge.quant import input_feeder, quantize
-from edge.spec import PreprocessSpec
+from edgesight.edge.model.preprocess import frame_to_pixels
+from edgesight.edge.model.quant import input_feeder, quantize
+from edgesight.edge.model.spec import PreprocessSpec
 
 
 def float_path(frame: np.ndarray, size: int, dtype, zero_point: int) -> np.ndarray:

@@ -56,7 +56,7 @@ def make_video(path: Path, frames: int, size=(640, 480), fps: float = 30.0) -> P
 def calibration_frames(video: Path, size, n: int = 32) -> np.ndarray:
     from skimage import data
 
-    from edge.preprocess import resize
+    from edgesight.edge.model.preprocess import resize
 
     imgs = [getattr(data, name)() for name in ("coffee", "chelsea", "astronaut", "rocket")]
     cap = cv2.VideoCapture(str(video))
@@ -72,13 +72,13 @@ def calibration_frames(video: Path, size, n: int = 32) -> np.ndarray:
 def make_bundles(workdir: Path, video: Path) -> Dict[str, Path]:
     import keras
 
-    from convert.config import ConvertConfig
-    from convert.convert import save_bundle
-    from convert.metadata import embed_metadata
-    from convert.quantize import captured_native_output, convert_keras
-    from edge.spec import ModelInfo, PreprocessSpec
-    from training.backbones import build_classifier, get_backbone
-    from training.efficientnet_lite import build_efficientnet_lite0, load_imagenet_weights
+    from edgesight.convert.config import ConvertConfig
+    from edgesight.convert.convert import save_bundle
+    from edgesight.convert.metadata import embed_metadata
+    from edgesight.convert.quantize import captured_native_output, convert_keras
+    from edgesight.edge.model.spec import ModelInfo, PreprocessSpec
+    from edgesight.training.backbones import build_classifier, get_backbone
+    from edgesight.training.efficientnet_lite import build_efficientnet_lite0, load_imagenet_weights
 
     keras.utils.set_random_seed(0)
     cnn, _ = build_classifier(get_backbone("cnn_small"), (64, 64, 3), 6, None)
@@ -100,10 +100,10 @@ def make_bundles(workdir: Path, video: Path) -> Dict[str, Path]:
 
 
 def edgesight_fps(bundle: Path, video: Path, threads: int) -> float:
-    from edge.bundle import load_bundle
-    from edge.interpreter import TFLiteClassifier
-    from edge.runner import LoopConfig, run_loop
-    from edge.sources import open_source
+    from edgesight.edge.model.bundle import load_bundle
+    from edgesight.edge.model.interpreter import TFLiteClassifier
+    from edgesight.edge.loop.runner import LoopConfig, run_loop
+    from edgesight.edge.sources.sources import open_source
 
     class Discard:
         """Asks for the annotated frame (the naive loop draws its label too) and drops it."""
@@ -170,8 +170,8 @@ def mediapipe_fps(bundle: Path, video: Path) -> float:
 
 def decode_preprocess_ms(bundle: Path, video: Path) -> float:
     """Mean milliseconds to read one frame and turn it into model input, on one thread."""
-    from edge.bundle import load_bundle
-    from edge.preprocess import frame_to_pixels
+    from edgesight.edge.model.bundle import load_bundle
+    from edgesight.edge.model.preprocess import frame_to_pixels
 
     spec = load_bundle(bundle).info.preprocess
     cap = cv2.VideoCapture(str(video))
@@ -238,8 +238,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    from edge.benchmark import benchmark_bundle
-    from edge.bundle import load_bundle
+    from edgesight.edge.tools.benchmark import benchmark_bundle
+    from edgesight.edge.model.bundle import load_bundle
 
     thread_counts = [int(t) for t in a.threads.split(",")]
     cores = os.cpu_count() or 1

@@ -27,15 +27,15 @@ def convert(ctx: click.Context, source: Path, out: Path, quant: str, io: str, nu
             labels: Optional[Path], calib: Optional[Path], eval_data: Optional[Path], seed: int, trust_model: bool) -> int:
     """Convert SOURCE (a run folder, or a .keras file with --labels and --calib) to a verified
     TFLite model bundle."""
-    from convert.config import ConvertConfig
-    from convert.convert import ADVICE, convert_source, format_conversion_report
+    from .config import ConvertConfig
+    from .convert import ADVICE, convert_source, format_conversion_report
 
     cfg = ConvertConfig(quant=quant, io=io, num_calib=num_calib, max_drop=max_drop, edgetpu=edgetpu, per_tensor=per_tensor, seed=seed)
     verbose = bool(ctx.find_root().params.get("verbose"))
     res = convert_source(source, out, cfg, labels=labels, calib=calib, eval_data=eval_data, trust=trust_model, verbose=verbose)
     click.echo(format_conversion_report(res.report))
     if "edgetpu" in res.report:
-        from convert.edgetpu import format_edgetpu_report
+        from .edgetpu import format_edgetpu_report
         import json
 
         click.echo(format_edgetpu_report(json.loads((out / "edgetpu_report.json").read_text())))

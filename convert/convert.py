@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from convert.config import ConvertConfig
-from edge import __version__
-from edge.errors import BundleError, DatasetError
-from edge.fsutil import replace_dir, write_bytes, write_json
-from edge.interpreter import TFLiteClassifier
-from edge.spec import ModelInfo, write_model_info
-from training.data import Sample, Split, make_split, scan_dataset, unlabelled_images
+from .config import ConvertConfig
+from edgesight.edge import __version__
+from edgesight.edge.errors import BundleError, DatasetError
+from edgesight.edge.fsutil import replace_dir, write_bytes, write_json
+from edgesight.edge.model.interpreter import TFLiteClassifier
+from edgesight.edge.model.spec import ModelInfo, write_model_info
+from edgesight.training.data import Sample, Split, make_split, scan_dataset, unlabelled_images
 
 MODE_NAMES = {"int8": "int8", "float16": "float16", "dynamic": "dynamic-range", "float32": "float32"}
 
@@ -58,7 +58,7 @@ def calibration_samples(calib: Path, seed: int) -> Tuple[List[Sample], Optional[
 
 def _sources(source: Path, labels: Optional[Path], calib: Optional[Path], eval_data: Optional[Path], cfg: ConvertConfig, trust: bool):
     """Resolve the model, its info, calibration and verification samples."""
-    from training.evaluate import load_model_source, samples_to_evaluate
+    from edgesight.training.evaluate import load_model_source, samples_to_evaluate
 
     model, info, run_dir = load_model_source(source, labels, trust)
     shape = tuple(model.inputs[0].shape[1:])
@@ -136,9 +136,9 @@ def convert_source(
     """
     from tqdm import tqdm
 
-    from convert.metadata import embed_metadata
-    from convert.quantize import captured_native_output, convert_keras, stratified_sample
-    from training.pipeline import load_batch
+    from .metadata import embed_metadata
+    from .quantize import captured_native_output, convert_keras, stratified_sample
+    from edgesight.training.pipeline import load_batch
 
     t0 = time.time()
     out = Path(out)
@@ -225,7 +225,7 @@ def save_bundle(out: Path, tflite: bytes, info: ModelInfo, extra: Optional[Calla
 
 
 def verify_and_size(model, tflite: bytes, float_bytes: bytes, info: ModelInfo, samples, progress: bool, stream=None) -> Dict[str, Any]:
-    from convert.verify import verify_conversion
+    from .verify import verify_conversion
 
     v = verify_conversion(model, tflite, info, samples, progress, stream=stream)
     v["size_bytes"] = len(tflite)
@@ -235,7 +235,7 @@ def verify_and_size(model, tflite: bytes, float_bytes: bytes, info: ModelInfo, s
 
 
 def _edgetpu(staging: Path, tflite: bytes) -> Dict[str, Any]:
-    from convert.edgetpu import edgetpu_report, run_edgetpu_compiler
+    from .edgetpu import edgetpu_report, run_edgetpu_compiler
 
     rep = edgetpu_report(tflite)
     rep["compiler"] = run_edgetpu_compiler(staging / "model.tflite", staging)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge.errors import BundleError, MissingDependencyError
+from edgesight.edge.errors import BundleError, MissingDependencyError
 
 # The newest Edge TPU runtime (libedgetpu), produced by compiler 16.0. Reports default to it.
 LATEST_RUNTIME = 14

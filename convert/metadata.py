@@ -20,8 +20,8 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
-from edge.errors import BundleError
-from edge.tflite_metadata import (
+from edgesight.edge.errors import BundleError
+from edgesight.edge.model.metadata import (
     FLATBUFFER_ERRORS,
     LABELS_FILE,
     METADATA_IDENTIFIER,

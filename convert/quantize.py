@@ -11,9 +11,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO, T
 
 import numpy as np
 
-from convert.config import ConvertConfig
-from edge.errors import EdgesightError
-from training.data import Sample
+from .config import ConvertConfig
+from edgesight.edge.errors import EdgesightError
+from edgesight.training.data import Sample
 
 
 class ConversionError(EdgesightError):

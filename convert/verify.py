@@ -7,10 +7,10 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from edge.interpreter import TFLiteClassifier
-from edge.spec import ModelInfo
-from training.data import Sample
-from training.pipeline import load_batch
+from edgesight.edge.model.interpreter import TFLiteClassifier
+from edgesight.edge.model.spec import ModelInfo
+from edgesight.training.data import Sample
+from edgesight.training.pipeline import load_batch
 
 CHUNK = 256
 

@@ -7,7 +7,7 @@ side effects: no device probing, no environment changes.
 
 __version__ = "0.1.0"
 
-from edge.errors import (  # noqa: E402  (re-exported public API)
+from .errors import (  # noqa: E402  (re-exported public API)
     BundleError,
     ConfigError,
     DatasetError,

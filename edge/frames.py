@@ -20,7 +20,7 @@ class Frame:
         wall_time: ``time.time()`` at capture, for logs and events.
         path: the file an image-folder source read, else None.
         pixels: the model input already made from ``image`` by a source that prepares frames
-            on its own thread (see :class:`edge.sources.DecodeAhead`), else None.
+            on its own thread (see :class:`~edgesight.edge.sources.DecodeAhead`), else None.
     """
 
     image: np.ndarray

@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def run_cli(args, capsys):
     """Run ``edgesight ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    from edge.cli import main
+    from edgesight.cli import main
 
     with pytest.raises(SystemExit) as e:
         main([str(a) for a in args])
@@ -67,8 +67,8 @@ def color_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, color_data) -> Path:
     """A cnn_small run on the colour dataset (a few seconds), shared by evaluation tests."""
-    from training.config import TrainConfig
-    from training.train import train
+    from edgesight.training.config import TrainConfig
+    from edgesight.training.train import train
 
     out = tmp_path_factory.mktemp("runs") / "colors"
     cfg = TrainConfig(
@@ -82,8 +82,8 @@ def trained_run(tmp_path_factory, color_data) -> Path:
 @pytest.fixture(scope="session")
 def color_bundle(tmp_path_factory, trained_run) -> Path:
     """The int8 (uint8 I/O) bundle of ``trained_run``, for the runtime tests."""
-    from convert.config import ConvertConfig
-    from convert.convert import convert_source
+    from edgesight.convert.config import ConvertConfig
+    from edgesight.convert.convert import convert_source
 
     out = tmp_path_factory.mktemp("bundles") / "colors-int8"
     convert_source(trained_run, out, ConvertConfig.int8(), progress=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from edge.errors import ConfigError
+from edgesight.edge.errors import ConfigError
 
 # rotation is a fraction of a full turn; zoom and translation fractions of the image size;
 # brightness and contrast fractions of the 0-255 range.

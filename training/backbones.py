@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
-from edge.errors import ConfigError
+from edgesight.edge.errors import ConfigError
 
 # builder(input_shape, weights, alpha) -> keras.Model mapping normalised images to a feature map.
 Builder = Callable[[Tuple[int, int, int], Optional[str], float], "object"]
@@ -178,7 +178,7 @@ def mobilenet_v3_large(input_shape, weights, alpha):
 @register_backbone("efficientnet_lite0", mean=127.0, std=128.0, default_size=224, min_size=32)
 def efficientnet_lite0(input_shape, weights, alpha):
     """EfficientNet-Lite0 (ReLU6, no squeeze-excite: quantisation-friendly); ImageNet weights offline."""
-    from training.efficientnet_lite import build_efficientnet_lite0, load_imagenet_weights
+    from .efficientnet_lite import build_efficientnet_lite0, load_imagenet_weights
 
     if alpha != 1.0:
         raise ConfigError("efficientnet_lite0 has no width multiplier; leave --alpha at 1.0")

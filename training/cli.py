@@ -11,7 +11,7 @@ from typing import Optional
 import click
 from click.core import ParameterSource
 
-from edge.errors import ConfigError
+from edgesight.edge.errors import ConfigError
 
 # CLI option name -> TrainConfig field, for options that map one to one.
 _TRAIN_OPTIONS = {
@@ -47,7 +47,7 @@ _TRAIN_OPTIONS = {
 
 
 def _backbone_names():
-    from training.backbones import list_backbones
+    from .backbones import list_backbones
 
     return list_backbones()
 
@@ -87,8 +87,8 @@ def _backbone_names():
 def train(ctx: click.Context, data: Optional[Path], config_path: Optional[Path], **opts) -> None:
     """Train a classifier on DATA: a folder of class sub-folders (optionally under
     train/ val/ test/) or a CSV manifest of path,label rows."""
-    from training.config import TrainConfig
-    from training.train import run_train
+    from .config import TrainConfig
+    from .train import run_train
 
     cfg = TrainConfig.from_yaml(config_path) if config_path else TrainConfig()
     changes = {}
@@ -115,13 +115,13 @@ def train(ctx: click.Context, data: Optional[Path], config_path: Optional[Path],
 def evaluate(model: Path, data: Optional[Path], split: str, labels: Optional[Path], json_out: Optional[Path], plot: Optional[Path], batch_size: int, trust_model: bool) -> None:
     """Measure MODEL (a run folder, .keras file, model bundle or .tflite file) on DATA (a dataset
     folder or CSV; default: the run's own test split)."""
-    from edge.fsutil import write_json
-    from edge.metrics import format_report
-    from training.data import format_skipped
-    from training.evaluate import is_tflite_source, load_model_source, report_for, samples_to_evaluate
+    from edgesight.edge.fsutil import write_json
+    from .metrics import format_report
+    from .data import format_skipped
+    from .evaluate import is_tflite_source, load_model_source, report_for, samples_to_evaluate
 
     if is_tflite_source(model):
-        from edge.bundle import labels_arg, load_bundle
+        from edgesight.edge.model.bundle import labels_arg, load_bundle
 
         bundle = load_bundle(model, labels_arg(labels))
         keras_model, info = bundle.model_path, bundle.info
@@ -142,7 +142,7 @@ def evaluate(model: Path, data: Optional[Path], split: str, labels: Optional[Pat
     if json_out:
         write_json(json_out, report)
     if plot:
-        from training.plots import plot_confusion_matrix
+        from .plots import plot_confusion_matrix
 
         plot_confusion_matrix(report["confusion_matrix"], info.labels, plot, title=f"{Path(data).name} ({used})")
 
@@ -165,11 +165,11 @@ def synth(out: Path, kind: str, per_class: int, size: int, seed: int, video: Opt
     if video is not None and kind != "traffic-signs":
         raise ConfigError("--video shows traffic signs: add --kind traffic-signs")
     if kind == "traffic-signs":
-        from training.signs import make_drive_video, write_signs
+        from .signs import make_drive_video, write_signs
 
         counts = write_signs(out, per_class=per_class, size=size, seed=seed)
     else:
-        from training.synth import write_shapes
+        from .synth import write_shapes
 
         counts = write_shapes(out, per_class=per_class, size=size, seed=seed)
     click.echo(f"wrote {sum(counts.values())} images in {len(counts)} classes to {out}")
@@ -185,7 +185,7 @@ def synth(out: Path, kind: str, per_class: int, size: int, seed: int, video: Opt
 @click.option("--seed", type=int, default=42, show_default=True)
 def inspect(data: Path, val_split: float, test_split: float, seed: int) -> None:
     """Check every image of DATA and show the split training would use."""
-    from training.data import format_skipped, make_split, scan_dataset
+    from .data import format_skipped, make_split, scan_dataset
 
     split = make_split(scan_dataset(data), val_split, test_split, seed)
     counts = split.counts()
@@ -197,19 +197,3 @@ def inspect(data: Path, val_split: float, test_split: float, seed: int) -> None:
     click.echo(f"{'total':<{width}}  {len(split.train):>6} {len(split.val):>6} {len(split.test):>6}")
     if split.skipped:
         click.echo(format_skipped(split.skipped))
-
-
-@click.command()
-@click.option("--out", "-o", default="edgesight-demo", show_default=True, type=click.Path(file_okay=False), help="Folder for every artefact.")
-@click.option("--classes", help="Comma-separated sign classes (default: all of them).")
-@click.option("--fast", is_flag=True, help="Tiny dataset and one epoch: checks the whole pipeline in about a minute.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--time-budget", type=float, default=300.0, show_default=True, help="Seconds the whole demo may take (0: no limit); training stops early, keeping its best epoch, to stay within it.")
-def demo(out: str, classes: Optional[str], fast: bool, seed: int, time_budget: float) -> None:
-    """Generate traffic-sign data, train, convert to int8, and run the camera loop on a
-    generated dashcam video; no data or network needed."""
-    from training.demo import DemoConfig, run_demo
-    from training.signs import SIGN_CLASSES
-
-    names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else SIGN_CLASSES
-    run_demo(DemoConfig(out=out, classes=names, fast=fast, seed=seed, time_budget=time_budget), echo=click.echo)

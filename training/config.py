@@ -8,9 +8,9 @@ from typing import Any, Dict, Mapping, Optional
 
 import yaml
 
-from edge.errors import ConfigError
-from edge.fsutil import write_text
-from edge.spec import COLORS, INTERPOLATIONS, RESIZE_MODES
+from edgesight.edge.errors import ConfigError
+from edgesight.edge.fsutil import write_text
+from edgesight.edge.model.spec import COLORS, INTERPOLATIONS, RESIZE_MODES
 
 AUGMENT_PRESETS = ("none", "light", "standard", "strong")
 STRATEGIES = ("none", "mirrored", "multiworker")

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from edge.errors import DatasetError
-from edge.fsutil import write_json, write_text
-from edge.preprocess import IMAGE_EXTENSIONS, ImageReadError, decode_image, is_image_path
+from edgesight.edge.errors import DatasetError
+from edgesight.edge.fsutil import write_json, write_text
+from edgesight.edge.model.preprocess import IMAGE_EXTENSIONS, ImageReadError, decode_image, is_image_path
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test"}

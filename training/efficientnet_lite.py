@@ -26,9 +26,9 @@ import keras
 import numpy as np
 from keras import layers
 
-from edge.errors import BundleError, missing_extra
-from edge.fsutil import atomic_path
-from training.torch_state import load_torch_state_dict
+from edgesight.edge.errors import BundleError, missing_extra
+from edgesight.edge.fsutil import atomic_path
+from .torch_state import load_torch_state_dict
 
 # (expand_ratio, kernel_size, first_stride, output_channels, repeats) per stage, from the TF
 # efficientnet_lite_builder at width = depth = 1.0.

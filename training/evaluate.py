@@ -8,10 +8,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge.errors import BundleError, DatasetError
-from edge.metrics import classification_report
-from edge.spec import ModelInfo, PreprocessSpec, read_labels, read_model_info, resolve_labels
-from training.data import Sample, Split, make_split, scan_dataset
+from edgesight.edge.errors import BundleError, DatasetError
+from .metrics import classification_report
+from edgesight.edge.model.spec import ModelInfo, PreprocessSpec, read_labels, read_model_info, resolve_labels
+from .data import Sample, Split, make_split, scan_dataset
 
 
 def load_keras_model(path: Path, trust: bool = False):
@@ -27,7 +27,7 @@ def load_keras_model(path: Path, trust: bool = False):
     import keras
 
     # Registers the custom layers our own models may use before deserialising.
-    import training.backbones  # noqa: F401
+    from . import backbones  # noqa: F401
 
     try:
         return keras.models.load_model(path, compile=False, safe_mode=not trust)
@@ -82,7 +82,7 @@ def load_model_source(source: Path, labels: Optional[Path] = None, trust: bool =
 
 def predict_probs(model, paths: Sequence[str], spec: PreprocessSpec, batch_size: int = 64) -> np.ndarray:
     """Class probabilities for image files, through the training input pipeline."""
-    from training.pipeline import make_dataset
+    from .pipeline import make_dataset
 
     if not paths:
         return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
@@ -93,8 +93,8 @@ def predict_probs(model, paths: Sequence[str], spec: PreprocessSpec, batch_size:
 
 def tflite_probs(model_path: Path, paths: Sequence[str], info: ModelInfo, chunk: int = 256) -> np.ndarray:
     """Class probabilities from a .tflite model, through the device runtime's interpreter."""
-    from edge.interpreter import TFLiteClassifier
-    from training.pipeline import load_batch
+    from edgesight.edge.model.interpreter import TFLiteClassifier
+    from .pipeline import load_batch
 
     spec = info.preprocess
     clf = TFLiteClassifier(model_path, num_threads=os.cpu_count(), output=info.output, input_mean=spec.input_mean[0], input_std=spec.input_std[0])

@@ -12,8 +12,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edge.preprocess import load_for_model
-from edge.spec import PreprocessSpec
+from edgesight.edge.model.preprocess import load_for_model
+from edgesight.edge.model.spec import PreprocessSpec
 
 
 DECODE_CHUNK = 32
@@ -46,7 +46,7 @@ def make_dataset(
 ):
     """Batches of ``(float32 pixels 0-255, one-hot labels)``.
 
-    Images are decoded and resized by :func:`edge.preprocess.load_for_model` (OpenCV), the
+    Images are decoded and resized by :func:`~edgesight.edge.model.preprocess.load_for_model` (OpenCV), the
     same function the device runtime uses, so training sees exactly what the camera loop feeds.
     Decoding runs in parallel; decoded uint8 images are cached (memory or disk) so that later
     epochs skip the decode; training batches are reshuffled every epoch.

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edge.fsutil import atomic_path
+from edgesight.edge.fsutil import atomic_path
 
 
 def _pyplot():

@@ -22,8 +22,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from edge.errors import ConfigError
-from edge.fsutil import write_json
+from edgesight.edge.errors import ConfigError
+from edgesight.edge.fsutil import write_json
 
 SIGN_CLASSES: Tuple[str, ...] = (
     "stop",

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from edge.errors import BundleError
+from edgesight.edge.errors import BundleError
 
 _MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _PROTOCOL_VERSION = 1001

@@ -20,13 +20,13 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from edge.errors import ConfigError, EdgesightError
-from edge.fsutil import atomic_path, replace_dir, write_json
-from edge.metrics import format_report
-from edge.spec import ModelInfo, PreprocessSpec, write_model_info
-from training.backbones import Backbone, build_classifier, get_backbone, has_weights
-from training.config import TrainConfig
-from training.data import Split, format_skipped, make_split, scan_dataset, write_skipped
+from edgesight.edge.errors import ConfigError, EdgesightError
+from edgesight.edge.fsutil import atomic_path, replace_dir, write_json
+from .metrics import format_report
+from edgesight.edge.model.spec import ModelInfo, PreprocessSpec, write_model_info
+from .backbones import Backbone, build_classifier, get_backbone, has_weights
+from .config import TrainConfig
+from .data import Split, format_skipped, make_split, scan_dataset, write_skipped
 
 log = logging.getLogger("edgesight.train")
 
@@ -284,8 +284,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             core.save(keras_tmp)
             os.replace(keras_tmp, tmp)
 
-    from training.evaluate import report_for
-    from training.plots import plot_confusion_matrix, plot_training_curves
+    from .evaluate import report_for
+    from .plots import plot_confusion_matrix, plot_training_curves
 
     eval_split = "test" if split.test else "val"
     samples = split.samples(eval_split)
@@ -327,8 +327,8 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
     tf = _tf()
     import keras
 
-    from training.augment import build_augmentation
-    from training.pipeline import make_dataset
+    from .augment import build_augmentation
+    from .pipeline import make_dataset
 
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:

@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from convert.config import ConvertConfig
-from convert.convert import ConversionResult, convert_source
-from edge.errors import BundleError, ConfigError
-from edge.interpreter import TFLiteClassifier
+from edgesight.convert.config import ConvertConfig
+from edgesight.convert.convert import ConversionResult, convert_source
+from edgesight.edge.errors import BundleError, ConfigError
+from edgesight.edge.model.interpreter import TFLiteClassifier
 from tests.conftest import run_cli, write_color_dataset
-from training.data import Split
-from training.pipeline import load_batch
+from edgesight.training.data import Split
+from edgesight.training.pipeline import load_batch
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def _keras_and_tflite_probs(run: Path, bundle: Path):
     model = keras.models.load_model(run / "model.keras", compile=False)
     split = Split.load(run / "split.json")
     info = json.loads((run / "model.json").read_text())
-    from edge.spec import PreprocessSpec
+    from edgesight.edge.model.spec import PreprocessSpec
 
     spec = PreprocessSpec.from_dict(info["preprocess"])
     images = load_batch([s.path for s in split.test], spec)
@@ -219,8 +219,8 @@ def test_mediapipe_reads_our_labels_and_agrees(int8_bundle, trained_run):
     mp = pytest.importorskip("mediapipe")
     from mediapipe.tasks.python import BaseOptions, vision
 
-    from edge.preprocess import load_for_model
-    from edge.spec import read_model_info
+    from edgesight.edge.model.preprocess import load_for_model
+    from edgesight.edge.model.spec import read_model_info
 
     out, res = int8_bundle
     info = read_model_info(out)
@@ -249,7 +249,7 @@ def test_evaluate_bundle_matches_conversion_report(int8_bundle, trained_run, tmp
 
 
 def test_bundle_sha256_and_bare_tflite_labels(int8_bundle, tmp_path):
-    from edge.bundle import load_bundle
+    from edgesight.edge.model.bundle import load_bundle
 
     out, _ = int8_bundle
     b = load_bundle(out)

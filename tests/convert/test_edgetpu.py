@@ -16,7 +16,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import pytest
 
-from convert.edgetpu import (
+from edgesight.convert.edgetpu import (
     FOLLOWS_UNMAPPED,
     INSTALL_COMMANDS,
     edgetpu_report,
@@ -24,7 +24,7 @@ from convert.edgetpu import (
     parse_compiler_log,
     run_edgetpu_compiler,
 )
-from edge.errors import BundleError
+from edgesight.edge.errors import BundleError
 
 SHAPE = (16, 16, 3)
 

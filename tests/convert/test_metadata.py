@@ -10,9 +10,9 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
-from convert.metadata import embed_metadata
-from edge.errors import BundleError
-from edge.tflite_metadata import ModelMetadata, read_labels, read_metadata
+from edgesight.convert.metadata import embed_metadata
+from edgesight.edge.errors import BundleError
+from edgesight.edge.model.metadata import ModelMetadata, read_labels, read_metadata
 
 LABELS = ["cat", "dog", "fox"]
 INFO = dict(

@@ -24,10 +24,10 @@ from typing import Dict, Optional
 import pytest
 import yaml
 
-from edge.deploy import merge_boot_config, parse_host, read_release, ssh_option_args
-from edge.deploy_bundle import TOP, archive_bytes, build_deploy_archive, extract_archive
-from edge.errors import DeployError
-from edge.profiles import load_profile, resolve
+from edgesight.edge.fleet.deploy import merge_boot_config, parse_host, read_release, ssh_option_args
+from edgesight.edge.fleet.archive import TOP, archive_bytes, build_deploy_archive, extract_archive
+from edgesight.edge.errors import DeployError
+from edgesight.edge.fleet.profiles import load_profile, resolve
 from tests.conftest import run_cli
 
 SSHD = Path("/usr/sbin/sshd")

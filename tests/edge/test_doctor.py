@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import main
-from edge.doctor import coral_devices, cpu_model, raspberry_pi_model, run_checks, video_devices
+from edgesight.cli import main
+from edgesight.edge.tools.doctor import coral_devices, cpu_model, raspberry_pi_model, run_checks, video_devices
 
 
 def fake_pi(root: Path) -> Path:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge.metrics import classification_report, confusion_matrix, format_report
+from edgesight.training.metrics import classification_report, confusion_matrix, format_report
 
 
 def test_confusion_matrix_counts():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge.postprocess import UNKNOWN, Decider, Smoother
+from edgesight.edge.model.postprocess import UNKNOWN, Decider, Smoother
 
 
 def test_smoother_averages_over_window():

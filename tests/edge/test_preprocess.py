@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.preprocess import ImageReadError, decode_image, is_image_path, load_for_model, read_image, resize
-from edge.spec import PreprocessSpec
+from edgesight.edge.model.preprocess import ImageReadError, decode_image, is_image_path, load_for_model, read_image, resize
+from edgesight.edge.model.spec import PreprocessSpec
 
 
 def test_image_extensions_any_case(tmp_path):
@@ -78,7 +78,7 @@ def test_load_for_model(tmp_path):
 
 
 def test_frame_path_equals_file_path(tmp_path):
-    from edge.preprocess import frame_to_pixels
+    from edgesight.edge.model.preprocess import frame_to_pixels
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
@@ -89,8 +89,8 @@ def test_frame_path_equals_file_path(tmp_path):
 
 
 def test_roi_crop_and_errors():
-    from edge.errors import EdgesightError
-    from edge.preprocess import crop_roi, frame_to_pixels, parse_roi
+    from edgesight.edge.errors import EdgesightError
+    from edgesight.edge.model.preprocess import crop_roi, frame_to_pixels, parse_roi
 
     img = np.zeros((100, 200, 3), np.uint8)
     img[10:60, 20:120] = (0, 0, 255)  # a red window in BGR

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.cli_runtime import run as run_command
-from edge.deploy_bundle import (
+from edgesight.edge.cli.runtime import run as run_command
+from edgesight.edge.fleet.archive import (
     FORMAT,
     TOP,
     archive_bytes,
@@ -28,8 +28,8 @@ from edge.deploy_bundle import (
     extract_archive,
     verify_archive,
 )
-from edge.errors import BundleError, ProfileError
-from edge.profiles import (
+from edgesight.edge.errors import BundleError, ProfileError
+from edgesight.edge.fleet.profiles import (
     RunSettings,
     builtin_dir,
     list_presets,
@@ -41,7 +41,7 @@ from edge.profiles import (
     run_args,
     train_args,
 )
-from edge.spec import ModelInfo, PreprocessSpec, write_model_info
+from edgesight.edge.model.spec import ModelInfo, PreprocessSpec, write_model_info
 from tests.conftest import run_cli
 
 PROFILES = ["coral-devboard", "coral-usb", "generic-linux", "rpi-zero-2w", "rpi4", "rpi5"]
@@ -128,7 +128,7 @@ def test_unknown_key_names_file_and_key(tmp_path, monkeypatch):
     fake = tmp_path / "configs"
     (fake / "presets").mkdir(parents=True)
     rewrite(builtin_dir() / "rpi5.yaml", fake / "rpi5.yaml", lambda d: d["runtime"].update(thread=4))
-    monkeypatch.setattr("edge.profiles.builtin_dir", lambda: fake)
+    monkeypatch.setattr("edgesight.edge.fleet.profiles.builtin_dir", lambda: fake)
     with pytest.raises(ProfileError) as e:
         load_profile("rpi5")
     assert str(e.value).startswith("firmware_configs/rpi5.yaml: runtime.thread: unknown key; valid keys: source, device, threads, ")
@@ -238,7 +238,7 @@ def test_run_args_parse_with_the_run_command(preset, tmp_path):
 
 
 def test_train_recipes_are_train_options():
-    from training.cli import train
+    from edgesight.training.cli import train
 
     r = resolve(load_profile("rpi5"), load_preset("traffic-sign"))
     args = train_args(r)
@@ -293,7 +293,7 @@ def test_profiles_list_and_show(capsys):
 
 
 def test_profiles_and_bundle_work_without_tensorflow(model_bundle, tmp_path):
-    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; from edge.cli import main; "
+    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; from edgesight.cli import main; "
             f"main(['bundle', {str(model_bundle)!r}, '-p', 'rpi5', '-u', 'drone', '-o', {str(tmp_path / 'a.tar.gz')!r}])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge.quant import dequantize, input_feeder, is_identity_pixels, pixels_to_input, quantize, softmax, top_k
+from edgesight.edge.model.quant import dequantize, input_feeder, is_identity_pixels, pixels_to_input, quantize, softmax, top_k
 
 
 def test_quantize_round_trip_and_saturation():

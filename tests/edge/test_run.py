@@ -16,16 +16,16 @@ import pytest
 
 from tests.conftest import run_cli
 
-from edge.bundle import load_bundle
-from edge.interpreter import TFLiteClassifier
-from edge.runner import LoopConfig, run_loop
-from edge.sources import open_source
+from edgesight.edge.model.bundle import load_bundle
+from edgesight.edge.model.interpreter import TFLiteClassifier
+from edgesight.edge.loop.runner import LoopConfig, run_loop
+from edgesight.edge.sources.sources import open_source
 
 pytestmark = pytest.mark.slow
 
 
 def test_run_on_test_images_matches_conversion_predictions(color_bundle, trained_run, tmp_path, capsys):
-    from training.data import Split
+    from edgesight.training.data import Split
 
     test = Split.load(trained_run / "split.json").test
     folder = tmp_path / "frames"
@@ -85,7 +85,7 @@ def test_live_source_latency_stays_bounded_when_inference_is_slow(color_bundle):
 
 
 def test_sigterm_finishes_frame_writes_stats_and_exits_zero(color_bundle, tmp_path):
-    cmd = [sys.executable, "-m", "edge.cli", "run", str(color_bundle), "--source", "synthetic:64x48@30",
+    cmd = [sys.executable, "-m", "edgesight.cli", "run", str(color_bundle), "--source", "synthetic:64x48@30",
            "--jsonl", str(tmp_path / "e.jsonl"), "--stats-json", str(tmp_path / "s.json"), "--stats-interval", "0.5"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.time() + 60
@@ -214,7 +214,7 @@ def test_frame_parallel_gives_the_serial_results_in_order(color_bundle, tmp_path
 
 
 def test_frame_parallel_stops_at_max_frames_and_on_stop(color_bundle, tmp_path):
-    from edge.runner import StopFlag
+    from edgesight.edge.loop.runner import StopFlag
 
     video = _mixed_video(tmp_path / "mixed.mp4")
     b = load_bundle(color_bundle)
@@ -268,7 +268,7 @@ def test_frame_parallel_raises_a_worker_error_on_the_loop_thread(color_bundle, t
 
 
 def test_frame_workers_policy(color_bundle):
-    from edge.runner import frame_workers
+    from edgesight.edge.loop.runner import frame_workers
 
     b = load_bundle(color_bundle)
     two = TFLiteClassifier(b.model_path, num_threads=2)
@@ -313,7 +313,7 @@ class _SlowRecorder:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_slow_output_still_gets_every_result_of_a_file(color_bundle, tmp_path, workers):
-    from edge.sinks import AsyncSink
+    from edgesight.edge.sinks.sinks import AsyncSink
 
     video = _mixed_video(tmp_path / "mixed.mp4", 18)
     b = load_bundle(color_bundle)
@@ -328,7 +328,7 @@ def test_a_slow_output_still_gets_every_result_of_a_file(color_bundle, tmp_path,
 
 
 def test_a_slow_output_drops_the_oldest_results_of_a_camera(color_bundle):
-    from edge.sinks import AsyncSink
+    from edgesight.edge.sinks.sinks import AsyncSink
 
     b = load_bundle(color_bundle)
     inner = _SlowRecorder(0.05)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import MissingDependencyError
+from edgesight.edge.errors import MissingDependencyError
 from tests.conftest import run_cli, write_color_dataset
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def test_classify_formats_and_skips_unreadable(color_bundle, tmp_path, capsys):
 
 
 def test_classify_agrees_with_conversion_report(color_bundle, trained_run, capsys):
-    from training.data import Split
+    from edgesight.training.data import Split
 
     test = Split.load(trained_run / "split.json").test
     code, out, _ = run_cli(["classify", color_bundle, *[s.path for s in test], "--format", "json"], capsys)
@@ -64,7 +64,7 @@ def test_benchmark_json(color_bundle, tmp_path, capsys):
 def test_edgetpu_delegate_missing_and_present(monkeypatch):
     import ctypes
 
-    from edge.interpreter import Backend, edgetpu_delegate, load_backend
+    from edgesight.edge.model.interpreter import Backend, edgetpu_delegate, load_backend
 
     real = load_backend()
     calls = []
@@ -92,7 +92,7 @@ def test_edgetpu_delegate_missing_and_present(monkeypatch):
 def test_runtime_commands_need_no_tensorflow(color_bundle, tmp_path):
     code = (
         "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
-        "from edge.cli import main\n"
+        "from edgesight.cli import main\n"
         f"main(['classify', {str(color_bundle)!r}, {str(tmp_path)!r}, '--format', 'json'])\n"
     )
     write_color_dataset(tmp_path, per_class=1, size=16)

@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.errors import ConfigError, EdgesightError, MissingDependencyError
-from edge.frames import Frame, Result
-from edge.overlay import draw_overlay
-from edge.sinks import (
+from edgesight.edge.errors import ConfigError, EdgesightError, MissingDependencyError
+from edgesight.edge.frames import Frame, Result
+from edgesight.edge.loop.overlay import draw_overlay
+from edgesight.edge.sinks.sinks import (
     AsyncSink,
     DisplaySink,
     GpioSink,
@@ -150,7 +150,7 @@ def test_jsonl_on_change_only_keeps_first_and_changes(tmp_path):
 @pytest.mark.skipif(not os.access("/dev/full", os.W_OK), reason="/dev/full is not writable here")
 def test_jsonl_disk_full_logs_once_and_disables(caplog):
     sink = JsonlSink("/dev/full")
-    with caplog.at_level("ERROR", logger="edge.sinks"):
+    with caplog.at_level("ERROR", logger="edgesight.sinks"):
         for i in range(3):
             sink.write(make_frame(i), make_result(index=i), None)
     sink.close()
@@ -173,7 +173,7 @@ def test_jsonl_disk_full_on_a_stream_object(monkeypatch, caplog):
 
     monkeypatch.setattr(sys, "stdout", FullStream())
     sink = JsonlSink("-")
-    with caplog.at_level("ERROR", logger="edge.sinks"):
+    with caplog.at_level("ERROR", logger="edgesight.sinks"):
         for i in range(4):
             sink.write(make_frame(i), make_result(index=i), None)
     sink.close()
@@ -570,7 +570,7 @@ def test_mqtt_queues_while_broker_is_down_and_delivers_after_reconnect(broker):
 
 def test_mqtt_without_broker_counts_qos0_drops_and_bounds_the_queue(caplog):
     port = free_port()
-    with caplog.at_level("WARNING", logger="edge.sinks"):
+    with caplog.at_level("WARNING", logger="edgesight.sinks"):
         lossy = MqttSink(f"mqtt://127.0.0.1:{port}/x", qos=0)
         queued = MqttSink(f"mqtt://127.0.0.1:{port}/y", qos=1, max_queued=4)
         t0 = time.monotonic()
@@ -753,7 +753,7 @@ def test_async_sink_disables_a_failing_sink_and_logs_its_name(caplog):
 
     inner = BrokenSink(0)
     sink = AsyncSink(inner)
-    with caplog.at_level("ERROR", logger="edge.sinks"):
+    with caplog.at_level("ERROR", logger="edgesight.sinks"):
         for i in range(5):
             sink.write(make_frame(i), make_result(index=i), None)
         sink.close()
@@ -770,7 +770,7 @@ def test_async_sink_close_gives_up_after_the_timeout(caplog):
     for i in range(4):
         sink.write(make_frame(i), make_result(index=i), None)
     t0 = time.monotonic()
-    with caplog.at_level("WARNING", logger="edge.sinks"):
+    with caplog.at_level("WARNING", logger="edgesight.sinks"):
         sink.close(timeout=0.2)
     assert time.monotonic() - t0 < 0.4
     assert sink.dropped == 3 and "slow-nfs" in caplog.text
@@ -779,7 +779,7 @@ def test_async_sink_close_gives_up_after_the_timeout(caplog):
 
 
 def test_review_sink_keeps_matching_frames_under_a_size_cap(tmp_path):
-    from edge.sinks import ReviewSink
+    from edgesight.edge.sinks.sinks import ReviewSink
 
     rng = np.random.default_rng(0)
     sink = ReviewSink(tmp_path / "rejects", ["defect", "unknown"], max_mb=0.05)
@@ -800,7 +800,7 @@ def test_review_sink_keeps_matching_frames_under_a_size_cap(tmp_path):
 
 
 def test_review_sink_needs_labels(tmp_path):
-    from edge.sinks import ReviewSink
+    from edgesight.edge.sinks.sinks import ReviewSink
 
     with pytest.raises(EdgesightError, match="at least one --review-label"):
         ReviewSink(tmp_path, [])

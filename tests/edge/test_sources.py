@@ -13,10 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import camera_picamera2, sources
-from edge.camera_picamera2 import Picamera2Source, lores_to_bgr
-from edge.errors import MissingDependencyError, SourceError
-from edge.sources import (
+from edgesight.edge.sources import picamera2 as camera_picamera2
+
+from edgesight.edge.sources import sources
+from edgesight.edge.sources.picamera2 import Picamera2Source, lores_to_bgr
+from edgesight.edge.errors import MissingDependencyError, SourceError
+from edgesight.edge.sources.sources import (
     DecodeAhead,
     auto_prefetch,
     ImageFolderSource,
@@ -659,8 +661,8 @@ def test_decode_ahead_stays_a_bounded_number_of_frames_ahead_and_closes_while_wa
 
 
 def test_decode_ahead_prepares_model_input_on_its_thread(video_12):
-    from edge.preprocess import frame_to_pixels
-    from edge.spec import PreprocessSpec
+    from edgesight.edge.model.preprocess import frame_to_pixels
+    from edgesight.edge.model.spec import PreprocessSpec
 
     spec = PreprocessSpec(8, 8)
     with open_source(str(video_12), prefetch=2) as src:

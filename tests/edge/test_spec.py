@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from edge.errors import BundleError
-from edge.spec import ModelInfo, PreprocessSpec, read_labels, read_model_info, resolve_labels, write_model_info
+from edgesight.edge.errors import BundleError
+from edgesight.edge.model.spec import ModelInfo, PreprocessSpec, read_labels, read_model_info, resolve_labels, write_model_info
 
 
 def test_model_info_round_trip(tmp_path):

@@ -2,7 +2,7 @@ import os
 import socket
 import time
 
-from edge.systemd import Notifier
+from edgesight.edge.loop.sdnotify import Notifier
 
 
 def _listener(tmp_path):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from edge.errors import ConfigError
-from training.augment import PRESETS, build_augmentation
-from training.backbones import build_classifier, get_backbone, list_backbones
+from edgesight.edge.errors import ConfigError
+from edgesight.training.augment import PRESETS, build_augmentation
+from edgesight.training.backbones import build_classifier, get_backbone, list_backbones
 
 
 def test_unknown_backbone_lists_valid_ones():

@@ -1,7 +1,7 @@
 import pytest
 
-from edge.errors import ConfigError
-from training.config import TrainConfig
+from edgesight.edge.errors import ConfigError
+from edgesight.training.config import TrainConfig
 
 
 def test_yaml_round_trip(tmp_path):

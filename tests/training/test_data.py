@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.errors import DatasetError
+from edgesight.edge.errors import DatasetError
 from tests.conftest import add_bad_files, write_color_dataset
-from training.data import Split, check_image, make_split, scan_dataset
+from edgesight.training.data import Split, check_image, make_split, scan_dataset
 
 
 def _img(path: Path, value: int = 100, ext_ok=True):

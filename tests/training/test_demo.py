@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import ConfigError
+from edgesight.edge.errors import ConfigError
 from tests.conftest import run_cli
-from training.demo import AFTER_TRAINING_S, MIN_TRAINING_S, DemoConfig, training_time_limit
+from edgesight.demo import AFTER_TRAINING_S, MIN_TRAINING_S, DemoConfig, training_time_limit
 
 pytestmark = pytest.mark.slow
 

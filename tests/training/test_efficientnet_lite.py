@@ -10,8 +10,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from edge.errors import BundleError, MissingDependencyError
-from training.torch_state import load_torch_state_dict
+from edgesight.edge.errors import BundleError, MissingDependencyError
+from edgesight.training.torch_state import load_torch_state_dict
 
 # --- crafting legacy torch.save files without torch -------------------------------------------
 
@@ -204,7 +204,7 @@ def weights_path():
 @pytest.fixture(scope="module")
 def lite():
     pytest.importorskip("keras")
-    from training import efficientnet_lite
+    from edgesight.training import efficientnet_lite
 
     return efficientnet_lite
 

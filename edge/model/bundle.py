@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from edge.errors import BundleError
-from edge.spec import ModelInfo, PreprocessSpec, read_labels, read_model_info, resolve_labels
+from ..errors import BundleError
+from .spec import ModelInfo, PreprocessSpec, read_labels, read_model_info, resolve_labels
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ def load_bundle(path: Path, labels: Optional[Sequence[str]] = None, prefer_edget
 
 
 def _info_from_tflite(path: Path, labels: Optional[Sequence[str]]) -> ModelInfo:
-    from edge.interpreter import TFLiteClassifier
-    from edge.tflite_metadata import read_metadata
+    from .interpreter import TFLiteClassifier
+    from .metadata import read_metadata
 
     data = path.read_bytes()
     meta = read_metadata(data, source=str(path))

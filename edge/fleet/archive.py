@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Mapping, Tuple, Union
 
-from edge import __version__
-from edge.bundle import load_bundle
-from edge.errors import BundleError
-from edge.fsutil import replace_dir, write_bytes
-from edge.profiles import (
+from .. import __version__
+from ..model.bundle import load_bundle
+from ..errors import BundleError
+from ..fsutil import replace_dir, write_bytes
+from .profiles import (
     ResolvedProfile,
     builtin_template,
     dump_yaml,

@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
-from edge import __version__
-from edge.errors import ConfigError, ProfileError
+from .. import __version__
+from ..errors import ConfigError, ProfileError
 
 Scalar = Union[str, int, float, bool]
 
@@ -251,16 +251,9 @@ class ResolvedProfile:
 
 
 def builtin_dir() -> Path:
-    """The folder of the built-in profiles (``firmware_configs/``).
-
-    It is the ``firmware_configs`` package of a wheel or of a source checkout. An editable
-    install made before that package existed cannot import it; the folder beside ``edge/`` is
-    then the checkout's.
-    """
-    try:
-        return Path(str(importlib.resources.files("firmware_configs")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "firmware_configs"
+    """The folder of the built-in profiles (``firmware_configs/``, the package
+    ``edgesight.firmware_configs``)."""
+    return Path(str(importlib.resources.files("edgesight.firmware_configs")))
 
 
 def _presets_dir() -> Path:
@@ -490,7 +483,7 @@ def _check_runtime(rs: RunSettings, where: str, key: str = "runtime") -> None:
     if rs.roi is not None:
         _parse_roi(rs.roi, where, key)
     if rs.mqtt is not None:
-        from edge.sinks import parse_mqtt_url
+        from ..sinks.sinks import parse_mqtt_url
 
         try:
             parse_mqtt_url(rs.mqtt)

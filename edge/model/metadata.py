@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 from flatbuffers import encode, number_types, packer
 from flatbuffers.table import Table
 
-from edge.errors import BundleError
+from ..errors import BundleError
 
 METADATA_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"

@@ -1,6 +1,6 @@
 """Frame sources for the camera loop: cameras, streams, video files, image folders, synthetic frames.
 
-``open_source(spec)`` turns the ``--source`` string into a :class:`~edge.frames.FrameSource`.
+``open_source(spec)`` turns the ``--source`` string into a :class:`~edgesight.edge.frames.FrameSource`.
 Live sources (USB/V4L2 cameras, network streams, picamera2, paced synthetic frames) are read by a
 :class:`LatestFrameReader`: a capture thread keeps only the newest frame, so a consumer slower
 than the camera gets fresh frames instead of a growing backlog, and a failed device is reopened
@@ -26,8 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
-from edge.errors import ConfigError, SourceError
-from edge.frames import Frame, FrameSource
+from ..errors import ConfigError, SourceError
+from ..frames import Frame, FrameSource
 
 log = logging.getLogger("edgesight.source")
 
@@ -979,7 +979,7 @@ def auto_prefetch(compute_threads: Optional[int], cores: Optional[int] = None) -
 
     With one interpreter thread and a core left over, decoding on a worker thread overlaps with
     inference. With two or more threads the camera loop classifies frames of a file in parallel
-    (one interpreter per thread, see :func:`edge.runner.frame_workers`), and a decoder thread
+    (one interpreter per thread, see :func:`~edgesight.edge.loop.runner.frame_workers`), and a decoder thread
     keeps those workers fed while the loop thread reports results. Only a single core with a
     single thread decodes on the caller's thread. ``None`` threads means the interpreter's
     default of one.
@@ -1063,7 +1063,7 @@ def open_source(
         return SyntheticSource(w, h, rate, live=True, **reader)
 
     if kind == "picamera2":
-        from edge.camera_picamera2 import DEFAULT_LORES_SIZE, Picamera2Source
+        from .picamera2 import DEFAULT_LORES_SIZE, Picamera2Source
 
         if sep and not arg:
             raise SourceError(f"bad source '{spec}': write picamera2 or picamera2:WIDTHxHEIGHT")

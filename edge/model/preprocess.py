@@ -12,8 +12,8 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from edge.errors import EdgesightError
-from edge.spec import PreprocessSpec
+from ..errors import EdgesightError
+from .spec import PreprocessSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 

@@ -8,7 +8,7 @@ from typing import Deque, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge.quant import top_k
+from .quant import top_k
 
 UNKNOWN = "unknown"
 

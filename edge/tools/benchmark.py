@@ -9,10 +9,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edge.bundle import Bundle
-from edge.interpreter import Backend, TFLiteClassifier
-from edge.postprocess import Decider
-from edge.preprocess import frame_to_pixels
+from ..model.bundle import Bundle
+from ..model.interpreter import Backend, TFLiteClassifier
+from ..model.postprocess import Decider
+from ..model.preprocess import frame_to_pixels
 
 
 def _pcts(ms: List[float]) -> Dict[str, float]:

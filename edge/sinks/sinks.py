@@ -1,6 +1,6 @@
 """Result sinks: where the camera loop sends each classification.
 
-Every sink implements :class:`edge.frames.Sink` (``needs_annotated``, ``write``, ``close``):
+Every sink implements :class:`~edgesight.edge.frames.Sink` (``needs_annotated``, ``write``, ``close``):
 
 - :class:`JsonlSink` — one JSON event per line, flushed per line.
 - :class:`VideoSink` — the annotated frames as an .mp4 or .avi file.
@@ -13,7 +13,7 @@ Every sink implements :class:`edge.frames.Sink` (``needs_annotated``, ``write``,
 A sink never takes the loop down for a problem of its own at run time (a full disk, a lost broker,
 a crashed worker): it logs one clear message and carries on or disables itself. Problems the
 user must fix before running (a headless OpenCV, an unwritable path, a bad URL) raise
-:class:`edge.errors.EdgesightError` from the constructor.
+:class:`~edgesight.edge.errors.EdgesightError` from the constructor.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
-from edge.errors import ConfigError, EdgesightError, MissingDependencyError
-from edge.frames import Frame, Result, Sink
-from edge.fsutil import PathLike, write_bytes
-from edge.overlay import draw_overlay
+from ..errors import ConfigError, EdgesightError, MissingDependencyError
+from ..frames import Frame, Result, Sink
+from ..fsutil import PathLike, write_bytes
+from ..loop.overlay import draw_overlay
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("edgesight.sinks")
 
 
 class _ChangeFilter:

@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
-from edge.bundle import sha256_file
-from edge.deploy_bundle import MANIFEST, TOP, extract_archive
-from edge.errors import DeployError
-from edge.fsutil import replace_dir, write_text
+from ..model.bundle import sha256_file
+from .archive import MANIFEST, TOP, extract_archive
+from ..errors import DeployError
+from ..fsutil import replace_dir, write_text
 
 log = logging.getLogger("edgesight.deploy")
 

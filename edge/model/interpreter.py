@@ -15,8 +15,8 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.errors import BundleError, MissingDependencyError
-from edge.quant import dequantize, input_feeder, softmax
+from ..errors import BundleError, MissingDependencyError
+from .quant import dequantize, input_feeder, softmax
 
 BACKENDS = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),

@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 
 import click
 
-from edge.errors import DeployError
+from ..errors import DeployError
 
 
 @click.command()
@@ -48,9 +48,9 @@ def deploy(archive: Path, hosts: Tuple[str, ...], port: int, identity: Optional[
     Onto a mounted SD card (installed on the first boot, with network):
       edgesight deploy signs-rpi5.tar.gz --target /media/$USER/rootfs --boot /media/$USER/bootfs
     """
-    from edge.deploy import DeployConfig, format_results, parse_env
-    from edge.deploy import deploy as deploy_hosts
-    from edge.deploy import stage
+    from ..fleet.deploy import DeployConfig, format_results, parse_env
+    from ..fleet.deploy import deploy as deploy_hosts
+    from ..fleet.deploy import stage
 
     if target is not None and hosts:
         raise DeployError("give either --host (over SSH) or --target (a mounted SD card), not both")

@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from edge.bundle import Bundle
-from edge.interpreter import TFLiteClassifier
-from edge.postprocess import Decider
-from edge.preprocess import ImageReadError, is_image_path, read_image, prepare_image
+from ..model.bundle import Bundle
+from ..model.interpreter import TFLiteClassifier
+from ..model.postprocess import Decider
+from ..model.preprocess import ImageReadError, is_image_path, read_image, prepare_image
 
 
 def expand_paths(items: Iterable[str]) -> Tuple[List[Path], List[Tuple[str, str]]]:

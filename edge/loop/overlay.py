@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from edge.frames import Result
+from ..frames import Result
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _TEXT_BGR = (255, 255, 255)

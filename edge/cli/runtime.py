@@ -10,15 +10,15 @@ from typing import List, Optional, Tuple
 
 import click
 
-from edge.errors import EdgesightError
+from ..errors import EdgesightError
 
 log = logging.getLogger("edgesight")
 
 
 def _open_model(bundle_path: Path, labels: Optional[Path], device: str, threads: Optional[int], verbose: bool = False):
     """Load a bundle and its interpreter, with the Edge TPU delegate when asked or implied."""
-    from edge.bundle import labels_arg, load_bundle
-    from edge.interpreter import TFLiteClassifier, edgetpu_delegate, load_backend
+    from ..model.bundle import labels_arg, load_bundle
+    from ..model.interpreter import TFLiteClassifier, edgetpu_delegate, load_backend
 
     bundle = load_bundle(bundle_path, labels_arg(labels), prefer_edgetpu=device.startswith("coral"))
     backend = load_backend()
@@ -58,7 +58,7 @@ def classify(ctx, bundle: Path, paths: Tuple[str, ...], labels, device, fmt, top
     """Classify image files, folders and glob patterns with BUNDLE."""
     from tqdm import tqdm
 
-    from edge.classify import classify_paths, expand_paths, format_results
+    from ..tools.classify import classify_paths, expand_paths, format_results
 
     verbose = bool(ctx.find_root().params.get("verbose"))
     b, clf = _open_model(bundle, labels, device, threads, verbose)
@@ -84,10 +84,10 @@ def classify(ctx, bundle: Path, paths: Tuple[str, ...], labels, device, fmt, top
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON.")
 def benchmark(bundle: Path, labels, device, threads: str, runs: int, warmup: int, json_out: Optional[Path]) -> int:
     """Measure BUNDLE: invoke latency (p50/p90/p99), preprocessing, end-to-end, peak memory."""
-    from edge.benchmark import benchmark_bundle, format_benchmark
-    from edge.bundle import labels_arg, load_bundle
-    from edge.fsutil import write_json
-    from edge.interpreter import edgetpu_delegate, load_backend
+    from ..tools.benchmark import benchmark_bundle, format_benchmark
+    from ..model.bundle import labels_arg, load_bundle
+    from ..fsutil import write_json
+    from ..model.interpreter import edgetpu_delegate, load_backend
 
     try:
         counts: List[int] = [int(x) for x in threads.split(",") if x.strip()]
@@ -178,11 +178,11 @@ def run(ctx, bundle, source, labels, device, threads, width, height, fps, realti
     Ctrl-C or SIGTERM finishes the current frame, flushes every output, writes the statistics
     and exits 0.
     """
-    from edge.fsutil import write_json
-    from edge.preprocess import parse_roi
-    from edge.runner import LoopConfig, StopFlag, run_loop, signals_stop
-    from edge.sources import open_source
-    from edge.systemd import Notifier
+    from ..fsutil import write_json
+    from ..model.preprocess import parse_roi
+    from ..loop.runner import LoopConfig, StopFlag, run_loop, signals_stop
+    from ..sources.sources import open_source
+    from ..loop.sdnotify import Notifier
 
     if display and headless:
         raise EdgesightError("--display and --headless contradict each other; choose one")
@@ -255,7 +255,7 @@ def _address(sink) -> str:
 
 def _make_sinks(display, save, jsonl, on_change_only, http, mqtt, qos, retain, gpio, gpio_on, pulse_ms, fps, quiet, review=None) -> list:
     """Build the outputs; every one but the window runs on its own thread (AsyncSink)."""
-    from edge import sinks as S
+    from ..sinks import sinks as S
 
     out: list = [] if quiet else [ConsoleSink(lambda line: click.echo(line))]
     made: list = []
@@ -288,7 +288,7 @@ def _make_sinks(display, save, jsonl, on_change_only, http, mqtt, qos, retain, g
 def doctor(bundle: Optional[Path], json_out: bool) -> int:
     """Report what this machine has for running models: platform, LiteRT backend, cameras,
     Edge TPU, throttling, temperature, disk; and how to install what is missing."""
-    from edge.doctor import run_checks
+    from ..tools.doctor import run_checks
 
     rep = run_checks(bundle)
     click.echo(json.dumps(rep.to_dict(), indent=2) if json_out else rep.format())

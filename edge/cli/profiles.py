@@ -20,7 +20,7 @@ def profiles() -> None:
 @profiles.command("list")
 def list_profiles_cmd() -> None:
     """List the built-in device profiles and use-case presets."""
-    from edge.profiles import list_presets, list_profiles, load_preset, load_profile
+    from ..fleet.profiles import list_presets, list_profiles, load_preset, load_profile
 
     rows = [("Device profiles (--profile):", [(n, load_profile(n).description) for n in list_profiles()]),
             ("Use-case presets (--use-case):", [(n, load_preset(n).description) for n in list_presets()])]
@@ -36,7 +36,7 @@ def list_profiles_cmd() -> None:
 @click.option("--preset", "--use-case", "preset", help="Use-case preset to layer on the profile (name or YAML file).")
 def show(name: str, preset: Optional[str]) -> None:
     """Print device profile NAME, with a use-case preset applied, as YAML."""
-    from edge.profiles import load_preset, load_profile, resolve
+    from ..fleet.profiles import load_preset, load_profile, resolve
 
     resolved = resolve(load_profile(name), load_preset(preset) if preset else None)
     click.echo(resolved.to_yaml(), nl=False)
@@ -56,8 +56,8 @@ def bundle(model_bundle: Path, profile: str, use_case: Optional[str], out: Optio
     On the device:
       tar xzf ARCHIVE && sudo sh edgesight-deploy/install.sh
     """
-    from edge.deploy_bundle import build_deploy_archive
-    from edge.profiles import load_preset, load_profile, resolve
+    from ..fleet.archive import build_deploy_archive
+    from ..fleet.profiles import load_preset, load_profile, resolve
 
     resolved = resolve(load_profile(profile), load_preset(use_case) if use_case else None)
     out = out or Path(f"{model_bundle.resolve().name}-{resolved.profile}" + (f"-{resolved.use_case}" if resolved.use_case else "") + ".tar.gz")
