@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
+from edgesight.edge import options
 from edgesight.edge.errors import ConfigError
+
+opt = options.option
 
 QUANT_MODES = ("int8", "float16", "dynamic", "float32")
 IO_TYPES = ("uint8", "int8")
@@ -13,39 +16,28 @@ IO_TYPES = ("uint8", "int8")
 
 @dataclass(frozen=True)
 class ConvertConfig:
-    """How a Keras model becomes a .tflite file.
+    """How a Keras model becomes a verified .tflite bundle: the options of ``edgesight
+    convert``, its ``--config`` file and ``edgesight.convert``. Field names are the YAML keys;
+    the flags are the same with ``-``.
 
-    Attributes:
-        quant: ``int8`` (full integer), ``float16``, ``dynamic`` (int8 weights, float
-            activations) or ``float32``.
-        io: input/output type of an int8 model: ``uint8`` (camera pixels; what MediaPipe and the
-            Edge TPU take) or ``int8``.
-        num_calib: calibration images drawn (stratified) from the training split.
-        max_drop: largest tolerated top-1 accuracy drop, in percentage points.
-        edgetpu: constrain the model to what the Edge TPU compiler maps, and compile it when
-            ``edgetpu_compiler`` is installed.
-        per_tensor: per-tensor instead of per-channel weight quantisation (a fallback that some
-            accelerators need, and that occasionally calibrates better).
-        seed: seed of the calibration sample.
+    ``labels``, ``calib`` and ``eval_data`` matter for a bare ``.keras`` file (a run folder
+    knows its labels and its train/test split).
     """
 
-    quant: str = "int8"
-    io: str = "uint8"
-    num_calib: int = 300
-    max_drop: float = 1.0
-    edgetpu: bool = False
-    per_tensor: bool = False
-    seed: int = 0
+    quant: str = opt("int8", "int8 (full integer), float16, dynamic (int8 weights, float activations) or float32.", choices=QUANT_MODES)
+    io: str = opt("uint8", "Input/output type of an int8 model: uint8 (camera pixels; MediaPipe and the Edge TPU need it) or int8.", choices=IO_TYPES)
+    num_calib: int = opt(300, "Calibration images (stratified sample of the training split).", min=1)
+    max_drop: float = opt(1.0, "Largest tolerated top-1 accuracy drop in percentage points; exit 1 beyond it.", min=0.0)
+    edgetpu: bool = opt(False, "Edge TPU: full int8, uint8 I/O, batch 1, op compatibility report; compiles when edgetpu_compiler is installed.")
+    per_tensor: bool = opt(False, "Per-tensor instead of per-channel weight quantisation.")
+    labels: Optional[str] = opt(None, "labels.txt for a bare .keras file.", exists="file")
+    calib: Optional[str] = opt(None, "Calibration images for a bare .keras file (dataset or plain folder).", exists="any")
+    eval_data: Optional[str] = opt(None, "Labelled images to verify on (default: the run's test split).", flag="eval", exists="any")
+    seed: int = opt(0, "Seed of the calibration sample.")
+    trust_model: bool = opt(False, "Allow Lambda/custom layers, which run code from the model file.")
 
     def __post_init__(self) -> None:
-        if self.quant not in QUANT_MODES:
-            raise ConfigError(f"unknown quantisation '{self.quant}'; use one of {', '.join(QUANT_MODES)}")
-        if self.io not in IO_TYPES:
-            raise ConfigError(f"unknown --io '{self.io}'; use uint8 or int8")
-        if self.num_calib < 1:
-            raise ConfigError(f"--num-calib must be at least 1, got {self.num_calib}")
-        if self.max_drop < 0:
-            raise ConfigError(f"--max-drop cannot be negative, got {self.max_drop}")
+        options.validate(self)
         if self.edgetpu and self.quant != "int8":
             raise ConfigError("--edgetpu needs --quant int8: the Edge TPU runs only full-integer models")
         if self.edgetpu and self.io != "uint8":

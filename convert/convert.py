@@ -116,10 +116,6 @@ def convert_source(
     source: Path,
     out: Path,
     cfg: ConvertConfig,
-    labels: Optional[Path] = None,
-    calib: Optional[Path] = None,
-    eval_data: Optional[Path] = None,
-    trust: bool = False,
     progress: bool = True,
     overwrite: bool = True,
     verbose: bool = False,
@@ -144,7 +140,8 @@ def convert_source(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise BundleError(f"{out}: already exists; choose another --out or pass --overwrite")
-    model, info, run_dir, calib_samples, eval_samples = _sources(source, labels, calib, eval_data, cfg, trust)
+    paths = [Path(p) if p else None for p in (cfg.labels, cfg.calib, cfg.eval_data)]
+    model, info, run_dir, calib_samples, eval_samples = _sources(source, *paths, cfg, cfg.trust_model)
     spec = info.preprocess
     calibration = None
     n_calib = 0
@@ -178,7 +175,7 @@ def convert_source(
         "io": cfg.io if cfg.quant == "int8" else "float32",
         "config": cfg.to_dict(),
         "calibration_images": n_calib,
-        "verification_split": "eval" if eval_data else ("test" if run_dir else "calib-holdout"),
+        "verification_split": "eval" if cfg.eval_data else ("test" if run_dir else "calib-holdout"),
         **verification,
         "max_drop_pp": cfg.max_drop,
         "passed": verification["accuracy_drop_pp"] <= cfg.max_drop,

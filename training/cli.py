@@ -9,95 +9,29 @@ from pathlib import Path
 from typing import Optional
 
 import click
-from click.core import ParameterSource
 
+from edgesight.edge import options
 from edgesight.edge.errors import ConfigError
 
-# CLI option name -> TrainConfig field, for options that map one to one.
-_TRAIN_OPTIONS = {
-    "out": "out",
-    "model": "model",
-    "img_size": "img_size",
-    "color": "color",
-    "resize": "resize",
-    "interpolation": "interpolation",
-    "weights": "weights",
-    "alpha": "alpha",
-    "dropout": "dropout",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr": "learning_rate",
-    "label_smoothing": "label_smoothing",
-    "class_weights": "class_weights",
-    "augment": "augment",
-    "hflip": "hflip",
-    "early_stopping": "early_stopping",
-    "time_limit": "time_limit",
-    "fine_tune_layers": "fine_tune_layers",
-    "fine_tune_epochs": "fine_tune_epochs",
-    "fine_tune_lr": "fine_tune_lr",
-    "val_split": "val_split",
-    "test_split": "test_split",
-    "seed": "seed",
-    "deterministic": "deterministic",
-    "strategy": "strategy",
-    "cache": "cache",
-    "overwrite": "overwrite",
-}
+def _train_config_options(f):
+    from .config import TrainConfig
 
-
-def _backbone_names():
-    from .backbones import list_backbones
-
-    return list_backbones()
+    return options.click_options(TrainConfig)(f)
 
 
 @click.command()
 @click.argument("data", required=False, type=click.Path(path_type=Path))
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML file of options (same names as the flags, with underscores); flags given on the command line win.")
-@click.option("--out", "-o", default="runs/train", show_default=True, help="Run folder to create.")
-@click.option("--model", default="cnn_small", show_default=True, type=click.Choice(_backbone_names()), help="Backbone.")
-@click.option("--img-size", type=int, help="Square input side in pixels (default: the backbone's; 64 for cnn_small, 224 otherwise).")
-@click.option("--color", type=click.Choice(["rgb", "grayscale"]), default="rgb", show_default=True)
-@click.option("--resize", type=click.Choice(["stretch", "crop", "pad"]), default="stretch", show_default=True, help="How images of another aspect ratio are fitted.")
-@click.option("--interpolation", type=click.Choice(["area", "bilinear", "nearest", "bicubic"]), default="bilinear", show_default=True)
-@click.option("--weights", help="imagenet, none, or a path to a local weights file (default: imagenet for pretrained backbones).")
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier.")
-@click.option("--dropout", type=float, default=0.2, show_default=True)
-@click.option("--epochs", type=int, default=20, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate (Adam).")
-@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
-@click.option("--class-weights", type=click.Choice(["none", "auto"]), default="none", show_default=True, help="auto: weigh classes by inverse frequency (imbalanced data).")
-@click.option("--augment", type=click.Choice(["none", "light", "standard", "strong"]), default="standard", show_default=True)
-@click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flips; turn off when a mirror image is another class (traffic signs, text).")
-@click.option("--early-stopping", type=int, default=5, show_default=True, help="Patience in epochs (0 disables).")
-@click.option("--time-limit", type=float, default=0.0, show_default=True, help="Seconds of training at most (0: none): no epoch is started that would end past it; the best epoch is kept.")
-@click.option("--fine-tune-layers", type=int, default=0, show_default=True, help="Top backbone layers unfrozen in phase 2 (0: all).")
-@click.option("--fine-tune-epochs", type=int, default=0, show_default=True, help="Epochs of phase 2 (fine-tuning) for pretrained backbones.")
-@click.option("--fine-tune-lr", type=float, default=1e-5, show_default=True)
-@click.option("--val-split", type=float, default=0.1, show_default=True)
-@click.option("--test-split", type=float, default=0.1, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--deterministic", is_flag=True, help="Deterministic TensorFlow ops (bit-identical reruns, slower).")
-@click.option("--strategy", type=click.Choice(["none", "mirrored", "multiworker"]), default="none", show_default=True, help="tf.distribute strategy; multiworker reads TF_CONFIG.")
-@click.option("--cache", type=click.Choice(["memory", "disk", "none"]), default="memory", show_default=True, help="Where decoded images are cached between epochs.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML file of options (keys: the flags' names with underscores, e.g. learning_rate); flags given on the command line win.")
+@_train_config_options
 @click.pass_context
-def train(ctx: click.Context, data: Optional[Path], config_path: Optional[Path], **opts) -> None:
+def train(ctx: click.Context, data: Optional[Path], config_path: Optional[Path], **_: object) -> None:
     """Train a classifier on DATA: a folder of class sub-folders (optionally under
     train/ val/ test/) or a CSV manifest of path,label rows."""
     from .config import TrainConfig
     from .train import run_train
 
-    cfg = TrainConfig.from_yaml(config_path) if config_path else TrainConfig()
-    changes = {}
-    for opt, field_name in _TRAIN_OPTIONS.items():
-        if config_path is None or ctx.get_parameter_source(opt) != ParameterSource.DEFAULT:
-            changes[field_name] = opts[opt]
-    if data is not None:
-        changes["data"] = str(data)
-    cfg = cfg.updated(**changes)
+    cfg = options.build(TrainConfig, ctx, config_path, data=str(data) if data is not None else None)
     if not cfg.data:
         raise ConfigError("no training data: give DATA or 'data:' in --config")
     run_train(cfg)
@@ -165,7 +99,7 @@ def synth(out: Path, kind: str, per_class: int, size: int, seed: int, video: Opt
     if video is not None and kind != "traffic-signs":
         raise ConfigError("--video shows traffic signs: add --kind traffic-signs")
     if kind == "traffic-signs":
-        from .signs import make_drive_video, write_signs
+        from .synth import make_drive_video, write_signs
 
         counts = write_signs(out, per_class=per_class, size=size, seed=seed)
     else:

@@ -1,90 +1,73 @@
-"""``TrainConfig``: every training option, loadable from YAML and saved into the run folder."""
+"""``TrainConfig``: every training option, declared once.
+
+The ``train`` command's flags, ``--config`` YAML files, the device profiles' training recipe
+and the Python API (``edgesight.train``) all derive from these fields (see
+:mod:`edgesight.edge.options`). The resolved config is saved into the run folder.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 import yaml
 
-from edgesight.edge.errors import ConfigError
+from edgesight.edge import options
 from edgesight.edge.fsutil import write_text
 from edgesight.edge.model.spec import COLORS, INTERPOLATIONS, RESIZE_MODES
+
+from .backbones import list_backbones
 
 AUGMENT_PRESETS = ("none", "light", "standard", "strong")
 STRATEGIES = ("none", "mirrored", "multiworker")
 CACHE_MODES = ("memory", "disk", "none")
+opt = options.option
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Options of ``edgesight train``. Field names match the ``--config`` YAML keys.
+    """Options of ``edgesight train``. Field names are the ``--config`` YAML keys and, with
+    ``-`` for ``_``, the flags (``learning_rate`` is ``--lr``).
 
     ``img_size`` and ``weights`` may be left ``None`` to use the backbone's defaults.
     """
 
-    data: str = ""
-    out: str = "runs/train"
-    model: str = "cnn_small"
-    img_size: Optional[int] = None
-    img_height: Optional[int] = None
-    img_width: Optional[int] = None
-    color: str = "rgb"
-    resize: str = "stretch"
-    interpolation: str = "bilinear"
-    weights: Optional[str] = None
-    alpha: float = 1.0
-    dropout: float = 0.2
-    epochs: int = 20
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    label_smoothing: float = 0.1
-    class_weights: str = "none"
-    augment: str = "standard"
-    hflip: bool = True
-    early_stopping: int = 5
-    time_limit: float = 0.0
-    reduce_lr_patience: int = 3
-    fine_tune_layers: int = 0
-    fine_tune_epochs: int = 0
-    fine_tune_lr: float = 1e-5
-    val_split: float = 0.1
-    test_split: float = 0.1
-    seed: int = 42
-    deterministic: bool = False
-    strategy: str = "none"
-    cache: str = "memory"
-    overwrite: bool = False
+    data: str = opt("", "Dataset: class folders (optionally under train/ val/ test/) or a CSV of path,label rows.", cli=False)
+    out: str = opt("runs/train", "Run folder to create.", short="o")
+    model: str = opt("cnn_small", "Backbone.", choices=list_backbones())
+    img_size: Optional[int] = opt(None, "Square input side in pixels (default: the backbone's; 64 for cnn_small, 224 otherwise).", min=8)
+    img_height: Optional[int] = opt(None, "Input height when it differs from the width (overrides --img-size).", min=8)
+    img_width: Optional[int] = opt(None, "Input width when it differs from the height (overrides --img-size).", min=8)
+    color: str = opt("rgb", "Colour mode of the model's input.", choices=COLORS)
+    resize: str = opt("stretch", "How images of another aspect ratio are fitted: stretch, crop (centre) or pad (letterbox).", choices=RESIZE_MODES)
+    interpolation: str = opt("bilinear", "OpenCV interpolation for resizing (area: smoother when shrinking a lot, slower).", choices=INTERPOLATIONS)
+    weights: Optional[str] = opt(None, "imagenet, none, or a path to a local weights file (default: imagenet for pretrained backbones).")
+    alpha: float = opt(1.0, "Width multiplier.", min=0.0, min_open=True)
+    dropout: float = opt(0.2, "Dropout before the classifier head.", min=0.0, max=0.99)
+    epochs: int = opt(20, "Epochs (phase 1 for pretrained backbones).", min=1)
+    batch_size: int = opt(32, "Images per batch.", min=1)
+    learning_rate: float = opt(1e-3, "Learning rate (Adam).", flag="lr", min=0.0, min_open=True)
+    label_smoothing: float = opt(0.1, "Label smoothing of the cross-entropy loss.", min=0.0, max=0.99)
+    class_weights: str = opt("none", "auto: weigh classes by inverse frequency (imbalanced data).", choices=("none", "auto"))
+    augment: str = opt("standard", "Augmentation strength: rotation, zoom, translation, brightness, contrast (+ flips).", choices=AUGMENT_PRESETS)
+    hflip: bool = opt(True, "Random horizontal flips; turn off when a mirror image is another class (traffic signs, text).", negatable=True)
+    early_stopping: int = opt(5, "Patience in epochs on validation loss (0 disables).", min=0)
+    time_limit: float = opt(0.0, "Seconds of training at most (0: none): no epoch is started that would end past it; the best epoch is kept.", min=0.0)
+    reduce_lr_patience: int = opt(3, "Epochs without improvement before the learning rate halves.", min=1)
+    fine_tune_layers: int = opt(0, "Top backbone layers unfrozen in phase 2 (0: all).", min=0)
+    fine_tune_epochs: int = opt(0, "Epochs of phase 2 (fine-tuning) for pretrained backbones.", min=0)
+    fine_tune_lr: float = opt(1e-5, "Learning rate of phase 2.", min=0.0, min_open=True)
+    val_split: float = opt(0.1, "Share of each class held out for validation (when DATA is not pre-split).", min=0.0, max=0.9)
+    test_split: float = opt(0.1, "Share of each class held out for the test report (when DATA is not pre-split).", min=0.0, max=0.9)
+    seed: int = opt(42, "Seed of the split, the initialisation and augmentation.")
+    deterministic: bool = opt(False, "Deterministic TensorFlow ops (bit-identical reruns, slower).")
+    strategy: str = opt("none", "tf.distribute strategy; multiworker reads TF_CONFIG.", choices=STRATEGIES)
+    cache: str = opt("memory", "Where decoded images are cached between epochs.", choices=CACHE_MODES)
+    overwrite: bool = opt(False, "Replace an existing run folder.")
 
     def __post_init__(self) -> None:
-        choices = {
-            "color": COLORS,
-            "resize": RESIZE_MODES,
-            "interpolation": INTERPOLATIONS,
-            "augment": AUGMENT_PRESETS,
-            "class_weights": ("none", "auto"),
-            "strategy": STRATEGIES,
-            "cache": CACHE_MODES,
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"{key}: '{getattr(self, key)}' is not one of {', '.join(allowed)}")
-        positive = ("epochs", "batch_size")
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("learning_rate", "fine_tune_lr", "alpha"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.fine_tune_layers < 0 or self.fine_tune_epochs < 0:
-            raise ConfigError("fine_tune_layers and fine_tune_epochs cannot be negative")
-        if not self.time_limit >= 0:
-            raise ConfigError(f"time_limit must be 0 (none) or a number of seconds, got {self.time_limit}")
+        options.validate(self)
 
     def input_size(self, default: int) -> tuple:
         """(height, width) from ``img_size`` or ``img_height``/``img_width``, else ``default``."""
@@ -106,49 +89,8 @@ class TrainConfig:
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], where: str = "config") -> "TrainConfig":
-        known = {f.name: f for f in fields(cls)}
-        norm = {str(k).replace("-", "_"): v for k, v in d.items()}
-        unknown = sorted(set(norm) - set(known))
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(known)}")
-        _check_types(norm, where)
-        try:
-            return cls(**norm)
-        except TypeError as e:
-            raise ConfigError(f"{where}: {e}") from e
+        return options.make(cls, options.from_mapping(cls, d, where), where)
 
     @classmethod
     def from_yaml(cls, path: Path) -> "TrainConfig":
-        path = Path(path)
-        try:
-            d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read ({e.strerror})") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path}: expected a mapping of option: value")
-        return cls.from_mapping(d, where=str(path))
-
-
-def _check_types(values: Mapping[str, Any], where: str) -> None:
-    """YAML gives ints where floats are meant (fine) and strings where numbers are (not)."""
-    for f in fields(TrainConfig):
-        if f.name not in values:
-            continue
-        v = values[f.name]
-        t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        optional = t.startswith("Optional[")
-        base = t[len("Optional[") : -1] if optional else t
-        if v is None:
-            if not optional:
-                raise ConfigError(f"{where}: {f.name} cannot be empty")
-            continue
-        ok = {
-            "str": isinstance(v, str),
-            "int": isinstance(v, int) and not isinstance(v, bool),
-            "float": isinstance(v, (int, float)) and not isinstance(v, bool),
-            "bool": isinstance(v, bool),
-        }.get(base, True)
-        if not ok:
-            raise ConfigError(f"{where}: {f.name} should be {base}, got {type(v).__name__} {v!r}")
+        return options.make(cls, options.load_file(cls, path), str(path))

@@ -171,7 +171,7 @@ def test_config_validation():
         ConvertConfig(quant="float16", edgetpu=True)
     with pytest.raises(ConfigError, match="--edgetpu needs --io uint8"):
         ConvertConfig(quant="int8", io="int8", edgetpu=True)
-    with pytest.raises(ConfigError, match="unknown quantisation 'int4'"):
+    with pytest.raises(ConfigError, match="quant: 'int4' is not one of int8, float16, dynamic, float32"):
         ConvertConfig(quant="int4")
 
 

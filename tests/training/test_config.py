@@ -12,13 +12,13 @@ def test_yaml_round_trip(tmp_path):
 
 def test_unknown_key_is_an_error(tmp_path):
     (tmp_path / "c.yaml").write_text("epochs: 3\nlearning_rat: 0.1\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown key\(s\) learning_rat; valid keys are"):
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'learning_rat'; valid keys are data, out, model, .*learning_rate"):
         TrainConfig.from_yaml(tmp_path / "c.yaml")
 
 
 def test_wrong_type_and_value(tmp_path):
     (tmp_path / "t.yaml").write_text("epochs: ten\n")
-    with pytest.raises(ConfigError, match="t.yaml: epochs should be int, got str 'ten'"):
+    with pytest.raises(ConfigError, match="t.yaml: epochs should be an integer, got str 'ten'"):
         TrainConfig.from_yaml(tmp_path / "t.yaml")
     (tmp_path / "v.yaml").write_text("augment: extreme\n")
     with pytest.raises(ConfigError, match="augment: 'extreme' is not one of none, light, standard, strong"):
@@ -40,3 +40,13 @@ def test_config_is_frozen():
     with pytest.raises(AttributeError):
         cfg.epochs = 3  # type: ignore[misc]
     assert cfg.updated(epochs=3).epochs == 3 and cfg.epochs == 20
+
+
+def test_ranges_are_checked_in_files_and_in_python(tmp_path):
+    (tmp_path / "r.yaml").write_text("dropout: 1.5\n")
+    with pytest.raises(ConfigError, match=r"r.yaml: dropout must be between 0 and 0.99, got 1.5"):
+        TrainConfig.from_yaml(tmp_path / "r.yaml")
+    with pytest.raises(ConfigError, match="epochs must be at least 1, got 0"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="learning_rate must be greater than 0, got -0.1"):
+        TrainConfig(learning_rate=-0.1)

@@ -1,4 +1,4 @@
-"""Generated image datasets, for demos, tests and bootstrapping a project without photos."""
+"""Generated images of simple shapes on noisy backgrounds, one folder per shape class."""
 
 from __future__ import annotations
 
