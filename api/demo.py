@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from edgesight.edge.errors import ConfigError
 from edgesight.edge.fsutil import write_json
-from edgesight.training.signs import SIGN_CLASSES
+from edgesight.training.synth import SIGN_CLASSES
 
 VIDEO_SIZE = (640, 360)
 # Seconds kept from the time budget for what follows the last epoch: evaluating and saving the
@@ -114,11 +114,12 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> Dict[str, 
     from edgesight.convert.convert import convert_source, format_conversion_report
     from edgesight.edge.model.bundle import load_bundle
     from edgesight.edge.model.interpreter import TFLiteClassifier
-    from edgesight.edge.loop.runner import LoopConfig, run_loop
-    from edgesight.edge.sinks.sinks import JsonlSink, VideoSink
-    from edgesight.edge.sources.sources import open_source
+    from edgesight.edge.loop.config import RunConfig
+    from edgesight.edge.loop.runner import run_loop
+    from edgesight.edge.sinks import JsonlSink, Sink, VideoSink
+    from edgesight.edge.sources import open_source
     from edgesight.training.config import TrainConfig
-    from edgesight.training.signs import drive_roi, make_drive_video, write_signs
+    from edgesight.training.synth import drive_roi, make_drive_video, write_signs
     from edgesight.training.train import train
 
     t0 = time.time()
@@ -170,9 +171,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> Dict[str, 
     bundle = load_bundle(out / "model-int8")
     model = TFLiteClassifier(bundle.model_path, num_threads=os.cpu_count())
 
-    class Live:
-        needs_annotated = False
-
+    class Live(Sink):
         def write(self, frame, res, annotated) -> None:
             if res.changed:
                 echo(f"  t={frame.index / 15.0:5.1f}s frame {res.frame_index:4d}: {res.label:<14} {res.score:.2f}  ({res.latency_ms:.1f} ms)")
@@ -185,7 +184,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> Dict[str, 
     sinks = [Live(), jsonl, annotated]
     try:
         with open_source(str(video), compute_threads=model.cpu_threads) as src:
-            stats = run_loop(model, bundle.info, src, sinks, LoopConfig(threshold=0.5, smooth=3, hysteresis=0.1, roi=roi, stats_interval=0), printer=echo)
+            stats = run_loop(model, bundle.info, src, sinks, RunConfig(threshold=0.5, smooth=3, hysteresis=0.1, roi=roi, stats_interval=0), printer=echo)
     finally:
         for s in sinks:
             s.close()

@@ -102,10 +102,12 @@ def make_bundles(workdir: Path, video: Path) -> Dict[str, Path]:
 def edgesight_fps(bundle: Path, video: Path, threads: int) -> float:
     from edgesight.edge.model.bundle import load_bundle
     from edgesight.edge.model.interpreter import TFLiteClassifier
-    from edgesight.edge.loop.runner import LoopConfig, run_loop
-    from edgesight.edge.sources.sources import open_source
+    from edgesight.edge.loop.config import RunConfig
+    from edgesight.edge.loop.runner import run_loop
+    from edgesight.edge.sinks import Sink
+    from edgesight.edge.sources import open_source
 
-    class Discard:
+    class Discard(Sink):
         """Asks for the annotated frame (the naive loop draws its label too) and drops it."""
 
         needs_annotated = True
@@ -119,7 +121,7 @@ def edgesight_fps(bundle: Path, video: Path, threads: int) -> float:
     b = load_bundle(bundle)
     clf = TFLiteClassifier(b.model_path, num_threads=threads)
     with open_source(str(video), compute_threads=clf.cpu_threads) as src:
-        stats = run_loop(clf, b.info, src, [Discard()], LoopConfig(stats_interval=0), printer=lambda s: None)
+        stats = run_loop(clf, b.info, src, [Discard()], RunConfig(stats_interval=0), printer=lambda s: None)
     return stats.frames / stats.elapsed
 
 

@@ -22,44 +22,17 @@ from dataclasses import dataclass, field
 from typing import Callable, Deque, Optional, Sequence, Tuple
 
 
-from ..frames import Frame, FrameSource, Result, Sink
+from ..frames import Frame, FrameSource, Result
 from ..model.interpreter import TFLiteClassifier
 from ..model.postprocess import Decider
 from ..model.preprocess import frame_to_pixels
-from ..sources.sources import DecodeAhead
+from ..sources import DecodeAhead
 from ..model.spec import ModelInfo
+from ..sinks.base import Sink
+from .config import RunConfig
 from .stats import LoopStats
 
 log = logging.getLogger("edgesight.run")
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    """Options of the loop itself (sources and sinks are built by the caller).
-
-    Attributes:
-        threshold: below it the label is ``unknown``.
-        smooth: frames averaged for the reported label (1: none).
-        hysteresis: margin for switching labels when smoothing.
-        top_k: entries of the raw output reported with each result.
-        roi: ``(x, y, w, h)`` window classified instead of the whole frame.
-        max_frames: stop after this many results (0: no limit).
-        duration: stop after this many seconds (0: no limit).
-        stats_interval: seconds between progress lines (0: none).
-        frame_workers: interpreters classifying consecutive frames at once, one thread each
-            (0: automatic, see :func:`frame_workers`; 1: one frame at a time, on the calling
-            thread).
-    """
-
-    threshold: float = 0.0
-    smooth: int = 1
-    hysteresis: float = 0.1
-    top_k: int = 3
-    roi: Optional[Tuple[int, int, int, int]] = None
-    max_frames: int = 0
-    duration: float = 0.0
-    stats_interval: float = 5.0
-    frame_workers: int = 0
 
 
 def frame_workers(model: TFLiteClassifier, source: FrameSource, requested: int = 0) -> int:
@@ -123,7 +96,7 @@ def run_loop(
     info: ModelInfo,
     source: FrameSource,
     sinks: Sequence[Sink],
-    cfg: LoopConfig,
+    cfg: RunConfig,
     stop: Optional[StopFlag] = None,
     on_stats: Optional[Callable[[LoopStats], None]] = None,
     printer: Callable[[str], None] = print,
@@ -160,15 +133,14 @@ def run_loop(
     stats = LoopStats()
     decider = Decider(info.labels, cfg.threshold, cfg.top_k, cfg.smooth, cfg.hysteresis)
     spec = info.preprocess
-    roi = cfg.roi
-    annotate = any(getattr(s, "needs_annotated", False) for s in sinks)
+    roi = cfg.roi_box
+    annotate = any(s.needs_annotated for s in sinks)
     for sink in sinks:
-        if hasattr(sink, "lossless"):
-            sink.lossless = every_result
+        sink.lossless = every_result
     if isinstance(source, DecodeAhead):  # resize on the decoder's thread, next to decoding
         source.prepare = lambda image: frame_to_pixels(image, spec, roi)
     # Draw on the frame itself unless a sink wants the frame as captured.
-    copy_frame = any(getattr(s, "needs_raw_frame", False) for s in sinks)
+    copy_frame = any(s.needs_raw_frame for s in sinks)
 
     def classify(clf: TFLiteClassifier, frame: Frame):
         t0 = time.monotonic()
@@ -200,7 +172,7 @@ def run_loop(
         annotated = draw_overlay(frame.image, result, fps=stats.recent_fps or None, roi=roi, copy=copy_frame) if annotate else None
         for sink in sinks:
             sink.write(frame, result, annotated)
-            if getattr(sink, "quit_requested", False):
+            if sink.quit_requested:
                 stop.set("quit key")
         stats.add(result.latency_ms, result.stages_ms)
         if on_result:
@@ -208,7 +180,7 @@ def run_loop(
         stats.dropped_source = int(getattr(source, "dropped", 0))
         stats.reconnects = int(getattr(source, "reconnects", 0))
         if cfg.stats_interval and stats.due(cfg.stats_interval):
-            stats.dropped_sinks = sum(int(getattr(s, "dropped", 0)) for s in sinks)
+            stats.dropped_sinks = sum(s.dropped for s in sinks)
             printer(stats.line())
             if on_stats:
                 on_stats(stats)
@@ -234,7 +206,7 @@ def run_loop(
     else:
         _run_frame_parallel(worker_models, read, classify, report, cfg.max_frames)
     stats.dropped_source = int(getattr(source, "dropped", 0))
-    stats.dropped_sinks = sum(int(getattr(s, "dropped", 0)) for s in sinks)
+    stats.dropped_sinks = sum(s.dropped for s in sinks)
     return stats
 
 

@@ -18,8 +18,10 @@ from tests.conftest import run_cli
 
 from edgesight.edge.model.bundle import load_bundle
 from edgesight.edge.model.interpreter import TFLiteClassifier
-from edgesight.edge.loop.runner import LoopConfig, run_loop
-from edgesight.edge.sources.sources import open_source
+from edgesight.edge.loop.config import RunConfig
+from edgesight.edge.loop.runner import run_loop
+from edgesight.edge.sinks import Sink
+from edgesight.edge.sources import open_source
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +79,7 @@ def test_live_source_latency_stays_bounded_when_inference_is_slow(color_bundle):
     b = load_bundle(color_bundle)
     model = SlowModel(b.model_path)
     with open_source("synthetic:64x48@60") as src:
-        stats = run_loop(model, b.info, src, [], LoopConfig(duration=1.5, stats_interval=0), printer=lambda s: None)
+        stats = run_loop(model, b.info, src, [], RunConfig(duration=1.5, stats_interval=0), printer=lambda s: None)
     p = stats.percentiles()
     assert 10 <= stats.frames <= 30  # ~20 FPS of inference
     assert stats.dropped_source >= 2 * stats.frames  # a 60 FPS camera: most frames are skipped
@@ -137,7 +139,7 @@ def test_status_file_and_systemd_notifications(color_bundle, tmp_path, capsys, m
     assert st["finished"] is True and st["frames"] > 10 and st["label"] in ("red", "green", "blue", "unknown")
 
 
-class Keep:
+class Keep(Sink):
     """A sink that keeps what it was handed."""
 
     def __init__(self, annotated: bool, raw: bool = False) -> None:
@@ -157,7 +159,7 @@ def test_overlay_drawn_in_place_unless_a_sink_needs_the_raw_frame(color_bundle, 
     model = TFLiteClassifier(b.model_path)
     sinks = [Keep(annotated=True), Keep(annotated=False, raw=raw)]
     with open_source("synthetic:64x48", count=3) as src:
-        stats = run_loop(model, b.info, src, sinks, LoopConfig(stats_interval=0), printer=lambda s: None)
+        stats = run_loop(model, b.info, src, sinks, RunConfig(stats_interval=0), printer=lambda s: None)
     assert stats.frames == 3 and len(sinks[0].seen) == 3
     with open_source("synthetic:64x48", count=3) as src:
         originals = [src.read().image for _ in range(3)]
@@ -199,7 +201,7 @@ def test_frame_parallel_gives_the_serial_results_in_order(color_bundle, tmp_path
 
         clf.invoke = invoke
         with open_source(str(video)) as src:
-            run_loop(clf, b.info, src, [Collect(False)], LoopConfig(stats_interval=0, frame_workers=workers),
+            run_loop(clf, b.info, src, [Collect(False)], RunConfig(stats_interval=0, frame_workers=workers),
                      printer=lambda s: None)
         results[workers] = events
         if workers == 1:
@@ -219,7 +221,7 @@ def test_frame_parallel_stops_at_max_frames_and_on_stop(color_bundle, tmp_path):
     video = _mixed_video(tmp_path / "mixed.mp4")
     b = load_bundle(color_bundle)
     with open_source(str(video)) as src:
-        stats = run_loop(TFLiteClassifier(b.model_path), b.info, src, [], LoopConfig(stats_interval=0, frame_workers=2, max_frames=7),
+        stats = run_loop(TFLiteClassifier(b.model_path), b.info, src, [], RunConfig(stats_interval=0, frame_workers=2, max_frames=7),
                          printer=lambda s: None)
     assert stats.frames == 7
     flag = StopFlag()
@@ -231,7 +233,7 @@ def test_frame_parallel_stops_at_max_frames_and_on_stop(color_bundle, tmp_path):
             flag.set("test")
 
     with open_source(str(video)) as src:
-        stats = run_loop(TFLiteClassifier(b.model_path), b.info, src, [], LoopConfig(stats_interval=0, frame_workers=2),
+        stats = run_loop(TFLiteClassifier(b.model_path), b.info, src, [], RunConfig(stats_interval=0, frame_workers=2),
                          stop=flag, printer=lambda s: None, on_result=stop_after_five)
     # Frames already in flight when the stop came are finished and reported, no more are read.
     assert 5 <= stats.frames <= 5 + 3 and seen == list(range(stats.frames))
@@ -261,7 +263,7 @@ def test_frame_parallel_raises_a_worker_error_on_the_loop_thread(color_bundle, t
     clf.clone = failing_clone
     seen = []
     with open_source(str(video)) as src, pytest.raises(RuntimeError, match="interpreter failed"):
-        run_loop(clf, b.info, src, [], LoopConfig(stats_interval=0, frame_workers=2), printer=lambda s: None,
+        run_loop(clf, b.info, src, [], RunConfig(stats_interval=0, frame_workers=2), printer=lambda s: None,
                  on_result=lambda r, st: seen.append(r.frame_index))
     assert seen == [0, 1, 2, 3, 4]  # the frames before the failing one were reported, in order
     assert not [t for t in threading.enumerate() if t.name.startswith("edgesight-infer")]
@@ -294,7 +296,7 @@ def test_run_cli_with_two_threads_reports_every_frame_of_a_file_in_order(color_b
     assert json.loads((tmp_path / "s.json").read_text())["frames"] == 18
 
 
-class _SlowRecorder:
+class _SlowRecorder(Sink):
     """A sink slower than the model, recording the frame indices it was given."""
 
     needs_annotated = False
@@ -313,7 +315,7 @@ class _SlowRecorder:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_slow_output_still_gets_every_result_of_a_file(color_bundle, tmp_path, workers):
-    from edgesight.edge.sinks.sinks import AsyncSink
+    from edgesight.edge.sinks import AsyncSink
 
     video = _mixed_video(tmp_path / "mixed.mp4", 18)
     b = load_bundle(color_bundle)
@@ -321,21 +323,21 @@ def test_a_slow_output_still_gets_every_result_of_a_file(color_bundle, tmp_path,
     sink = AsyncSink(inner, maxsize=2)
     with open_source(str(video)) as src:
         stats = run_loop(TFLiteClassifier(b.model_path, num_threads=2), b.info, src, [sink],
-                         LoopConfig(stats_interval=0, frame_workers=workers), printer=lambda s: None)
+                         RunConfig(stats_interval=0, frame_workers=workers), printer=lambda s: None)
     sink.close()
     assert sink.lossless and stats.frames == 18 and stats.dropped_sinks == 0
     assert inner.frames == list(range(18))
 
 
 def test_a_slow_output_drops_the_oldest_results_of_a_camera(color_bundle):
-    from edgesight.edge.sinks.sinks import AsyncSink
+    from edgesight.edge.sinks import AsyncSink
 
     b = load_bundle(color_bundle)
     inner = _SlowRecorder(0.05)
     sink = AsyncSink(inner, maxsize=2)
     with open_source("synthetic:64x48@200") as src:
         stats = run_loop(TFLiteClassifier(b.model_path), b.info, src, [sink],
-                         LoopConfig(stats_interval=0, max_frames=40), printer=lambda s: None)
+                         RunConfig(stats_interval=0, max_frames=40), printer=lambda s: None)
     sink.close()
     assert not sink.lossless and stats.frames == 40
     assert stats.dropped_sinks > 0 and len(inner.frames) + stats.dropped_sinks == 40

@@ -1,0 +1,118 @@
+"""The Python API of conversion: ``edgesight.convert`` and its typed report.
+
+``edgesight convert`` calls the same :func:`~edgesight.convert.convert.convert_source` with the
+same :class:`~edgesight.convert.config.ConvertConfig`; this adds keyword arguments and a typed
+report. TensorFlow is imported only when ``convert`` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
+
+from edgesight.edge import options as _options
+from edgesight.edge.errors import BundleError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgesight.edge.classifier import Classifier
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class ConversionReport:
+    """What ``convert`` made and measured (``conversion_report.json`` of the bundle).
+
+    Attributes:
+        bundle: the bundle folder.
+        passed: the top-1 drop is within ``max_drop``.
+        mode: ``int8``, ``float16``, ``dynamic`` or ``float32``; ``io`` the input/output type.
+        float_accuracy, quant_accuracy: top-1 of the Keras model and of the converted one on
+            the same ``num_samples`` images; ``accuracy_drop_pp`` the difference in points.
+        agreement: share of images both models give the same label.
+        mean_abs_prob_diff: mean absolute difference of their probabilities.
+        size_bytes, float_size_bytes, size_ratio: the .tflite against its float32 version.
+        per_class_change_pp: accuracy change per class, in points.
+        warnings: what the verification found suspicious.
+        raw: the whole report as written.
+    """
+
+    bundle: Path
+    passed: bool
+    mode: str
+    io: str
+    float_accuracy: float
+    quant_accuracy: float
+    accuracy_drop_pp: float
+    agreement: float
+    mean_abs_prob_diff: float
+    size_bytes: int
+    float_size_bytes: int
+    size_ratio: float
+    num_samples: int
+    per_class_change_pp: Dict[str, float]
+    warnings: Tuple[str, ...] = ()
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, bundle: Path, d: Mapping[str, Any]) -> "ConversionReport":
+        return cls(
+            bundle=Path(bundle), passed=bool(d["passed"]), mode=d["mode"], io=d["io"],
+            float_accuracy=float(d["float_accuracy"]), quant_accuracy=float(d["quant_accuracy"]),
+            accuracy_drop_pp=float(d["accuracy_drop_pp"]), agreement=float(d["agreement"]),
+            mean_abs_prob_diff=float(d["mean_abs_prob_diff"]), size_bytes=int(d["size_bytes"]),
+            float_size_bytes=int(d["float_size_bytes"]), size_ratio=float(d["size_ratio"]),
+            num_samples=int(d["num_samples"]),
+            per_class_change_pp={k: float(v["change_pp"]) for k, v in d["per_class"].items()},
+            warnings=tuple(d.get("warnings", ())), raw=dict(d),
+        )
+
+    @classmethod
+    def load(cls, bundle: PathLike) -> "ConversionReport":
+        """The report of an existing bundle folder."""
+        path = Path(bundle) / "conversion_report.json"
+        try:
+            return cls.from_dict(Path(bundle), json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError) as e:
+            raise BundleError(f"{path}: no readable conversion report ({e})") from e
+
+    def classifier(self, **kwargs: Any) -> "Classifier":
+        """The bundle loaded for inference (keyword arguments go to :class:`Classifier`)."""
+        from edgesight.edge.classifier import Classifier
+
+        return Classifier(self.bundle, **kwargs)
+
+    def __fspath__(self) -> str:
+        return str(self.bundle)
+
+
+def convert(source: PathLike, out: PathLike, *, config: Optional[PathLike] = None, progress: bool = True,
+            **opts: Any) -> ConversionReport:
+    """Convert a run folder (or a ``.keras`` file with ``labels`` and ``calib``) to a verified
+    TFLite bundle (needs the ``train`` extra).
+
+    Args:
+        source: a run folder or a :class:`TrainedRun`, or a ``.keras`` file.
+        out: the bundle folder to write.
+        config: a YAML file of options, as ``edgesight convert --config``; keywords win over it.
+        progress: show progress bars.
+        **opts: any ``edgesight convert`` option by field name (``quant``, ``io``,
+            ``num_calib``, ``max_drop``, ``edgetpu``, ``labels``, ``calib``, ``eval_data``...;
+            see :class:`~edgesight.convert.config.ConvertConfig`).
+
+    Returns:
+        The verification report. A conversion whose accuracy drop exceeds ``max_drop`` still
+        writes the bundle and returns ``passed=False``.
+    """
+    from .config import ConvertConfig
+    from .convert import convert_source
+
+    values = _options.load_file(ConvertConfig, config) if config else {}
+    values.update(_options.from_mapping(ConvertConfig, {k: os.fspath(v) if isinstance(v, os.PathLike) else v
+                                                          for k, v in opts.items()}, "convert()"))
+    cfg = _options.make(ConvertConfig, values, str(config) if config else "")
+    res = convert_source(Path(os.fspath(source)), Path(os.fspath(out)), cfg, progress=progress)
+    return ConversionReport.from_dict(res.bundle, res.report)

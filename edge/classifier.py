@@ -1,0 +1,256 @@
+"""``Classifier``: a model bundle ready to classify images, frames and live sources.
+
+The Python front door of the device runtime; ``edgesight classify`` and ``edgesight run`` use
+the same class. Only NumPy, OpenCV and LiteRT are imported, never TensorFlow::
+
+    import edgesight as es
+    clf = es.Classifier("models/signs-int8")
+    r = clf("photo.jpg")                  # or a BGR numpy frame
+    print(r.label, r.score, r.top_k)
+    for r in clf.stream("0", threshold=0.6, smooth=5, max_frames=100):
+        print(r.frame_index, r.label)
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import ConfigError, EdgesightError
+from .frames import Frame, Result
+from .model.bundle import Bundle, labels_arg, load_bundle
+from .model.interpreter import TFLiteClassifier, edgetpu_delegate, load_backend
+from .model.postprocess import Decider
+from .model.preprocess import ImageReadError, frame_to_pixels, prepare_image, read_image
+
+log = logging.getLogger("edgesight")
+
+ImageLike = Union[str, Path, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The classification of one image.
+
+    Attributes:
+        label: the best label, or ``unknown`` when its probability is under the threshold.
+        score: that label's probability.
+        top_k: ``(label, probability)`` pairs of the model output, best first.
+        path: the image file, when one was given.
+    """
+
+    label: str
+    score: float
+    top_k: Tuple[Tuple[str, float], ...]
+    path: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        """``path`` (when known), ``label``, ``score``, ``top_k`` as a list of objects (the JSON
+        of ``edgesight classify --format json``)."""
+        d = {"path": self.path} if self.path is not None else {}
+        return {**d, "label": self.label, "score": round(self.score, 6),
+                "top_k": [{"label": lab, "score": round(v, 6)} for lab, v in self.top_k]}
+
+
+class Classifier:
+    """A model bundle loaded into a LiteRT interpreter.
+
+    Args:
+        bundle: a bundle folder (``model.tflite`` + ``model.json`` + ``labels.txt``) or a bare
+            ``.tflite`` with embedded labels.
+        labels: a ``labels.txt`` for a bare ``.tflite`` without metadata.
+        device: ``cpu``, or ``coral`` / ``coral:usb`` / ``coral:pci`` for an Edge TPU (a
+            ``*_edgetpu.tflite`` model uses it by itself).
+        threads: interpreter threads (default 1).
+
+    Raises:
+        BundleError: the bundle is missing, altered (sha256) or not a model.
+        MissingDependencyError: no LiteRT runtime, or no Edge TPU library when one is asked for.
+    """
+
+    def __init__(self, bundle: Union[str, Path], *, labels: Optional[Union[str, Path]] = None,
+                 device: str = "cpu", threads: Optional[int] = None) -> None:
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {threads}")
+        self.device = device
+        self.bundle: Bundle = load_bundle(Path(bundle), labels_arg(Path(labels) if labels else None),
+                                          prefer_edgetpu=device.startswith("coral"))
+        self.backend = load_backend()
+        delegates = []
+        if device.startswith("coral") or self.bundle.edgetpu:
+            delegates.append(edgetpu_delegate(self.backend, device.split(":", 1)[1] if ":" in device else None))
+        spec = self.bundle.info.preprocess
+        self.model = TFLiteClassifier(self.bundle.model_path, num_threads=threads, delegates=delegates,
+                                      output=self.bundle.info.output, input_mean=spec.input_mean[0],
+                                      input_std=spec.input_std[0], backend=self.backend)
+
+    @property
+    def info(self):
+        """The bundle's :class:`~edgesight.edge.model.spec.ModelInfo` (preprocessing, labels)."""
+        return self.bundle.info
+
+    @property
+    def labels(self) -> List[str]:
+        return list(self.bundle.info.labels)
+
+    def describe(self) -> str:
+        """One line: the model file, the runtime and the delegate in use."""
+        return (f"model {self.bundle.model_path} on {self.backend.name} {self.backend.version}"
+                + (" with the Edge TPU delegate" if self.model.has_delegates else ""))
+
+    def _pixels(self, image: ImageLike) -> np.ndarray:
+        spec = self.bundle.info.preprocess
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+                raise EdgesightError(f"expected a BGR uint8 image (HxWx3), got {image.dtype} {image.shape}")
+            return frame_to_pixels(_as_bgr(image), spec)
+        return prepare_image(read_image(Path(image), spec.color), spec)
+
+    def __call__(self, image: ImageLike, *, top_k: int = 3, threshold: float = 0.0) -> Prediction:
+        """Classify one image: a file path or a BGR ``uint8`` frame (OpenCV's convention).
+
+        Raises:
+            ImageReadError: the file is not a readable image.
+        """
+        decide = Decider(self.bundle.info.labels, threshold=threshold, k=top_k)
+        label, score, top, _ = decide(self.model.predict(self._pixels(image)))
+        path = None if isinstance(image, np.ndarray) else str(image)
+        return Prediction(label, float(score), tuple((lab, float(v)) for lab, v in top), path)
+
+    def classify_files(self, paths: Sequence[Union[str, Path]], *, top_k: int = 3, threshold: float = 0.0,
+                       progress: Optional[Callable[[int], None]] = None) -> Tuple[List[Prediction], List[Tuple[str, str]]]:
+        """Classify image files one by one.
+
+        Returns:
+            ``(predictions, skipped)``: one :class:`Prediction` per readable image and
+            ``(path, reason)`` per unreadable one.
+        """
+        done: List[Prediction] = []
+        skipped: List[Tuple[str, str]] = []
+        for path in paths:
+            try:
+                done.append(self(path, top_k=top_k, threshold=threshold))
+            except ImageReadError as e:
+                skipped.append((str(path), str(e).split(": ", 1)[-1]))
+            if progress:
+                progress(1)
+        return done, skipped
+
+    def stream(self, source: Union[str, int] = "0", **options: Any) -> Iterator[Result]:
+        """The camera loop as an iterator: classify ``source`` and yield a
+        :class:`~edgesight.edge.frames.Result` per frame (``label``, ``score``, ``top_k``,
+        ``frame_index``, ``latency_ms``...).
+
+        ``source`` is any ``edgesight run --source`` string (camera index, ``/dev/videoN``,
+        ``rtsp://`` URL, video file, image folder or glob, ``picamera2``, ``synthetic``).
+        ``options`` are ``edgesight run`` options by field name: ``threshold``, ``smooth``,
+        ``hysteresis``, ``top_k``, ``roi``, ``max_frames``, ``duration``, ``width``,
+        ``height``, ``fps``, ``realtime``, ``loop``. Outputs (``jsonl``, ``http``...) belong to
+        ``edgesight run``; here the caller consumes the results.
+
+        Live sources keep only the newest frame, so a slow consumer sees fewer frames, never
+        older ones; a file or folder yields every frame in order. Leaving the ``for`` loop
+        (``break``) stops the source.
+        """
+        from .loop.config import RunConfig
+        from .loop.runner import StopFlag, run_loop
+        from .sinks import Sink
+        from .sources import open_source
+
+        cfg = _stream_config(RunConfig, source, options)
+        results: "queue.Queue[Any]" = queue.Queue(maxsize=8)
+        stop = StopFlag()
+        done = object()
+
+        class _Yield(Sink):
+            # Waits for room, so a file's every frame reaches the caller in order; a camera
+            # source drops stale frames itself, before they are classified.
+            def write(self, frame: Frame, result: Result, annotated: Optional[np.ndarray]) -> None:
+                while not stop.is_set():
+                    try:
+                        results.put(result, timeout=0.1)
+                        return
+                    except queue.Full:
+                        continue
+
+        failure: List[BaseException] = []
+
+        def work() -> None:
+            try:
+                with open_source(cfg.source, width=cfg.width, height=cfg.height, fps=cfg.fps, realtime=cfg.realtime,
+                                 loop=cfg.loop, compute_threads=self.model.cpu_threads) as src:
+                    run_loop(self.model, self.bundle.info, src, [_Yield()], cfg.updated(stats_interval=0),
+                             stop, printer=log.info)
+            except BaseException as e:  # handed to the consumer's thread below
+                failure.append(e)
+            finally:
+                while True:
+                    try:
+                        results.put(done, timeout=0.1)
+                        break
+                    except queue.Full:
+                        if stop.is_set():
+                            _drain(results)
+
+        thread = threading.Thread(target=work, name="edgesight-stream", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = results.get()
+                if item is done:
+                    break
+                yield item
+        finally:
+            stop.set("stream closed")
+            _drain(results)
+            thread.join()
+        if failure:
+            raise failure[0]
+
+    def close(self) -> None:
+        """Release the interpreter (and the Edge TPU)."""
+        self.model = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "Classifier":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Classifier({str(self.bundle.root)!r}, labels={self.labels!r})"
+
+
+STREAM_OPTIONS = ("threshold", "smooth", "hysteresis", "top_k", "roi", "max_frames", "duration",
+                  "width", "height", "fps", "realtime", "loop", "frame_workers")
+
+
+def _stream_config(run_config: type, source: Union[str, int], options: dict):
+    unknown = sorted(set(options) - set(STREAM_OPTIONS))
+    if unknown:
+        raise ConfigError(f"stream(): unknown option(s) {', '.join(unknown)}; valid: {', '.join(STREAM_OPTIONS)}")
+    return run_config(source=str(source), **options)
+
+
+def _as_bgr(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def _drain(q: "queue.Queue[Any]") -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return

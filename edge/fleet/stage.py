@@ -1,0 +1,237 @@
+"""Stage a deploy archive onto a mounted SD card, without a network.
+
+``stage`` writes the layout that ``install.sh`` would leave (``PREFIX/releases/<id>``,
+``PREFIX/current``, the enabled unit, udev rules) into a mounted root filesystem, plus a one-shot
+first-boot unit that runs ``install.sh`` on the device, where the venv can be built. With the boot
+partition it also adds the profile's camera settings to ``config.txt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+from ..errors import DeployError
+from ..fsutil import replace_dir, write_text
+from .archive import MANIFEST, TOP, extract_archive
+from .targets import DEFAULT_PREFIX, DEFAULT_USER, INSTALL_TIMEOUT_S, _check_user, check_prefix
+
+PathLike = Union[str, Path]
+
+UNIT = "edgesight.service"
+FIRSTBOOT_UNIT = "edgesight-firstboot.service"
+BOOT_BEGIN = "# >>> edgesight"
+BOOT_END = "# <<< edgesight <<<"
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """What ``stage`` wrote.
+
+    Attributes:
+        release: the release id.
+        prefix_dir: ``TARGET/<prefix>`` on the host.
+        written: files and links written, in order.
+        boot_lines: settings written to ``config.txt`` (empty when it was already complete or no --boot).
+    """
+
+    release: str
+    prefix_dir: Path
+    written: Tuple[Path, ...]
+    boot_lines: Tuple[str, ...]
+
+
+def _systemd_env(key: str, value: str) -> str:
+    """One ``Environment=`` assignment, quoted for systemd (which expands % specifiers)."""
+    text = f"{key}={value}".replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'Environment="{text}"'
+
+
+def firstboot_unit(release: str, prefix: str, user: str, env: Sequence[Tuple[str, str]] = ()) -> str:
+    """The one-shot unit that runs a staged release's ``install.sh`` on the device's first boot.
+
+    It needs the network (the venv's requirements, apt packages), runs before ``edgesight.service``
+    and, once install.sh succeeds, removes the staged installer and disables itself; after a
+    failure (no network yet) it runs again at the next boot.
+
+    Args:
+        release: the release id (named in the unit's description).
+        prefix: install prefix on the device (checked by ``check_prefix``: safe in a unit file).
+        user: the service user for ``install.sh --user``.
+        env: ``(KEY, VALUE)`` pairs for the installer's environment.
+
+    Returns:
+        The unit file's text.
+    """
+    installer = f"{prefix}/firstboot/{TOP}/install.sh"
+    lines = [
+        f"# Written by `edgesight deploy --target` for release {release}: installs it on the first boot.",
+        "[Unit]",
+        f"Description=edgesight first-boot installation of release {release}",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        f"Before={UNIT}",
+        f"ConditionPathExists={installer}",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        *(_systemd_env(k, v) for k, v in env),
+        f"ExecStart=/bin/sh {installer} --prefix {prefix} --user {user}",
+        f"ExecStartPost=/bin/rm -rf {prefix}/firstboot",
+        f"ExecStartPost=/bin/systemctl disable {FIRSTBOOT_UNIT}",
+        f"TimeoutStartSec={int(INSTALL_TIMEOUT_S)}",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def merge_boot_config(existing: str, fragment: str, title: str) -> Tuple[str, List[str]]:
+    """Add a boot-config fragment's settings that ``existing`` lacks, between marker comments.
+
+    An earlier edgesight block is replaced, so running it again changes nothing. Comment lines
+    of the fragment are left out; the block starts with ``[all]`` so a preceding ``[pi4]``-style
+    section filter does not swallow it.
+
+    Args:
+        existing: the text of ``config.txt``.
+        fragment: the profile's ``config.txt.fragment``.
+        title: the profile named in the marker.
+
+    Returns:
+        (the new text, the settings added).
+    """
+    kept: List[str] = []
+    inside = had_block = False
+    for line in existing.splitlines():
+        if line.startswith(BOOT_BEGIN):
+            inside = had_block = True
+        elif inside and line.strip() == BOOT_END:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    present = {line.strip() for line in kept}
+    wanted = [s.strip() for s in fragment.splitlines() if s.strip() and not s.strip().startswith("#")]
+    missing = [s for s in dict.fromkeys(wanted) if s not in present]
+    if not missing and not had_block:
+        return existing, []
+    text = "\n".join(kept).rstrip("\n") + "\n"
+    if missing:
+        block = [f"{BOOT_BEGIN} ({title}): camera settings added by edgesight deploy >>>", "[all]", *missing, BOOT_END]
+        text += "\n" + "\n".join(block) + "\n"
+    return text, missing
+
+
+def _link(link: Path, target: str) -> Path:
+    """Point ``link`` at ``target`` atomically (a new link renamed over the old one)."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.new")
+    if os.path.lexists(tmp):
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    return link
+
+
+def _write_config(path: Path, text: str) -> Path:
+    """Write a system configuration file atomically, readable by all like the files beside it."""
+    write_text(path, text)
+    # The atomic write's temporary file is private (0600); units and rules are normally 0644.
+    path.chmod(0o644)
+    return path
+
+
+def stage(archive: PathLike, root: PathLike, prefix: str = DEFAULT_PREFIX, user: Optional[str] = None,
+          boot: Optional[PathLike] = None, env: Sequence[Tuple[str, str]] = ()) -> StageReport:
+    """Stage a deploy archive onto a mounted root filesystem (an SD card), without a network.
+
+    Writes ``ROOT/<prefix>/releases/<id>`` (files only: a venv cannot be built for another
+    architecture here), the relative ``ROOT/<prefix>/current`` link, the rendered unit in
+    ``ROOT/etc/systemd/system`` enabled for ``multi-user.target``, udev rules in
+    ``ROOT/etc/udev/rules.d``, the unmodified archive contents in ``ROOT/<prefix>/firstboot`` and
+    the enabled ``edgesight-firstboot.service`` that installs them on the first boot. With
+    ``boot``, the profile's ``config.txt.fragment`` settings go into ``BOOT/config.txt``.
+
+    Args:
+        archive: the ``.tar.gz``; it is verified before anything is written.
+        root: the mounted root partition.
+        prefix: install prefix on the device.
+        user: service user (default ``edgesight``, created on the first boot).
+        boot: the mounted boot partition, or None.
+        env: ``(KEY, VALUE)`` pairs for the first-boot installer (``PIP_INDEX_URL``...).
+
+    Returns:
+        The release id and what was written.
+
+    Raises:
+        DeployError: ``root`` or ``boot`` does not look like the partition named, or an invalid
+            prefix or user.
+        BundleError: the archive is unreadable or does not match its manifest.
+    """
+    prefix = check_prefix(prefix)
+    _check_user(user)
+    user = user or DEFAULT_USER
+    root = Path(root)
+    if not (root / "etc").is_dir():
+        raise DeployError(f"--target {root}: no etc/ folder, so not a root filesystem; give the mounted root partition (rootfs)")
+    boot_config = Path(boot) / "config.txt" if boot is not None else None
+    if boot_config is not None and not boot_config.is_file():
+        raise DeployError(f"--boot {boot}: no config.txt; give the mounted boot partition (bootfs)")
+    with tempfile.TemporaryDirectory(prefix="edgesight-stage-") as tmp:
+        src = extract_archive(archive, tmp)
+        manifest_bytes = (src / MANIFEST).read_bytes()
+        release = hashlib.sha256(manifest_bytes).hexdigest()[:16]
+        manifest = json.loads(manifest_bytes)
+        title = str(manifest.get("profile")) + (f" + {manifest['use_case']}" if manifest.get("use_case") else "")
+        unit = (src / UNIT).read_text(encoding="utf-8").replace("@PREFIX@", prefix).replace("@USER@", user)
+        base = root / prefix.lstrip("/")
+        written: List[Path] = []
+        boot_lines: List[str] = []
+
+        target = base / "releases" / release
+        if not (target / MANIFEST).is_file():
+            staging = target.with_name(f".{release}.partial")
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir(parents=True)
+            shutil.copytree(src / "model", staging / "model")
+            for name in ("profile.yaml", "run.args", "requirements.txt", MANIFEST):
+                shutil.copyfile(src / name, staging / name)
+            (staging / UNIT).write_text(unit, encoding="utf-8")
+            # One rename, as install.sh does: the release exists complete or not at all.
+            os.replace(staging, target)
+        written.append(target)
+        # The first-boot installer verifies these files against MANIFEST.json, so they stay as shipped.
+        first = base / "firstboot"
+        first.mkdir(parents=True, exist_ok=True)
+        staging = first / f".{TOP}.partial"
+        if staging.exists():
+            shutil.rmtree(staging)
+        shutil.copytree(src, staging)
+        written.append(replace_dir(staging, first / TOP))
+        written.append(_link(base / "current", f"releases/{release}"))
+
+        systemd_dir = root / "etc" / "systemd" / "system"
+        wants = systemd_dir / "multi-user.target.wants"
+        written.append(_write_config(systemd_dir / UNIT, unit))
+        written.append(_link(wants / UNIT, f"/etc/systemd/system/{UNIT}"))
+        written.append(_write_config(systemd_dir / FIRSTBOOT_UNIT, firstboot_unit(release, prefix, user, env)))
+        written.append(_link(wants / FIRSTBOOT_UNIT, f"/etc/systemd/system/{FIRSTBOOT_UNIT}"))
+        for rules in sorted(src.glob("*.rules")):
+            written.append(_write_config(root / "etc" / "udev" / "rules.d" / rules.name, rules.read_text(encoding="utf-8")))
+
+        fragment = src / "config.txt.fragment"
+        if boot_config is not None and fragment.is_file():
+            old = boot_config.read_text(encoding="utf-8")
+            new, added = merge_boot_config(old, fragment.read_text(encoding="utf-8"), title)
+            if new != old:
+                boot_lines = added
+                written.append(write_text(boot_config, new))
+    return StageReport(release=release, prefix_dir=base, written=tuple(written), boot_lines=tuple(boot_lines))

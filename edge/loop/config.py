@@ -1,0 +1,98 @@
+"""``RunConfig``: every option of ``edgesight run``, declared once.
+
+The ``run`` command's flags, ``run --config`` files, the ``runtime:`` section of device
+profiles and use-case presets, a deploy archive's ``run.args`` and the Python API
+(``Classifier.stream``) all derive from these fields (see :mod:`edgesight.edge.options`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Dict, Optional, Tuple
+
+from .. import options
+from ..errors import ConfigError
+from ..model.preprocess import parse_roi
+
+opt = options.option
+
+SOURCE_HELP = ("Camera index, /dev/videoN, rtsp:// or http:// URL, video file, image folder or glob, "
+               "picamera2[:WxH], synthetic[:WxH@FPS].")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Options of ``edgesight run``. Field names are the ``--config`` / profile keys; the flags
+    are the same with ``-`` (``top_k`` is ``--top-k``)."""
+
+    source: str = opt("0", SOURCE_HELP, short="s", envvar="EDGESIGHT_SOURCE")
+    labels: Optional[str] = opt(None, "labels.txt for a bare .tflite without metadata.", exists="file")
+    device: str = opt("cpu", "cpu, or coral / coral:usb / coral:pci for an Edge TPU.", envvar="EDGESIGHT_DEVICE")
+    threads: Optional[int] = opt(None, "Interpreter threads (default 1). Cameras: all on the newest frame. "
+                                 "Files and folders: that many frames at once, one thread each.", min=1)
+    width: Optional[int] = opt(None, "Requested capture width.", min=1)
+    height: Optional[int] = opt(None, "Requested capture height.", min=1)
+    fps: Optional[float] = opt(None, "Requested capture frame rate.", min=0.0, min_open=True)
+    realtime: bool = opt(False, "Play video files at their frame rate, dropping frames when behind (default: every frame).")
+    loop: bool = opt(False, "Restart video files and image folders at the end.")
+    roi: Optional[str] = opt(None, "x,y,w,h window to classify instead of the whole frame.", metavar="X,Y,W,H")
+    threshold: float = opt(0.0, "Below this probability the label is 'unknown'.", min=0.0, max=1.0)
+    smooth: int = opt(1, "Average the last N frames before deciding (with hysteresis).", min=1)
+    hysteresis: float = opt(0.1, "Margin another label needs to take over when smoothing.", min=0.0, max=1.0)
+    top_k: int = opt(3, "Entries of the model output reported with each result.", min=1)
+    display: bool = opt(False, "Show the annotated stream in a window (needs a GUI build of OpenCV).")
+    headless: bool = opt(False, "No window (the default; refuses --display).")
+    save: Optional[str] = opt(None, "Write the annotated video (.mp4 or .avi).", metavar="FILE")
+    jsonl: Optional[str] = opt(None, "Write one JSON event per result.", metavar="FILE")
+    on_change_only: bool = opt(False, "JSONL and MQTT: only results whose label changed.")
+    http: Optional[str] = opt(None, "Serve the live annotated stream and /status on HOST:PORT (127.0.0.1 unless a host is given).", metavar="HOST:PORT")
+    mqtt: Optional[str] = opt(None, "Publish results to mqtt://[user:pass@]host[:port]/topic/prefix.", metavar="URL")
+    mqtt_qos: int = opt(0, "MQTT quality of service.", min=0, max=2)
+    mqtt_retain: bool = opt(False, "Retain the last label message on the broker.")
+    gpio: Optional[str] = opt(None, "Pulse this GPIO pin (BCM) when a --gpio-on label is reported.", metavar="PIN")
+    gpio_on: Tuple[str, ...] = opt((), "Label that triggers the GPIO pulse (repeatable).", metavar="LABEL")
+    gpio_pulse_ms: float = opt(100.0, "Length of the GPIO pulse in milliseconds.", min=0.0, min_open=True)
+    review_dir: Optional[str] = opt(None, "Save frames reported as a --review-label here as JPEG, for review.", metavar="DIR")
+    review_label: Tuple[str, ...] = opt((), "Label whose frames are saved to --review-dir (repeatable; 'unknown' allowed).", metavar="LABEL")
+    review_max_mb: float = opt(512.0, "Size cap of --review-dir; the oldest frames are deleted beyond it.", min=0.0, min_open=True)
+    max_frames: int = opt(0, "Stop after N results (0: no limit).", min=0)
+    duration: float = opt(0.0, "Stop after N seconds (0: no limit).", min=0.0)
+    stats_json: Optional[str] = opt(None, "Write the final statistics as JSON.", metavar="FILE")
+    stats_interval: float = opt(5.0, "Seconds between statistics lines (0: none).", min=0.0)
+    status_file: Optional[str] = opt(None, "Rewrite this JSON file with the live statistics every --stats-interval (health checks read it).", metavar="FILE")
+    quiet: bool = opt(False, "No per-change lines, only the summary.", short="q")
+    frame_workers: int = opt(0, "Interpreters classifying consecutive frames at once, one thread each (0: automatic: "
+                             "one on live sources and delegates, one per thread on files).", min=0, cli=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.roi, (tuple, list)):
+            object.__setattr__(self, "roi", ",".join(str(int(v)) for v in self.roi))
+        for name in ("gpio_on", "review_label"):
+            value = getattr(self, name)
+            if isinstance(value, (list, str)):
+                object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        options.validate(self)
+        if self.roi is not None:
+            parse_roi(self.roi)
+        if self.display and self.headless:
+            raise ConfigError("--display and --headless contradict each other; choose one")
+        if self.gpio_on and not self.gpio:
+            raise ConfigError("--gpio-on needs --gpio PIN")
+        if bool(self.review_dir) != bool(self.review_label):
+            raise ConfigError("--review-dir and --review-label go together: name the folder and the labels to keep")
+
+    @property
+    def roi_box(self) -> Optional[Tuple[int, int, int, int]]:
+        """``roi`` as ``(x, y, w, h)``, or None for the whole frame."""
+        return parse_roi(self.roi) if self.roi else None
+
+    def updated(self, **changes: Any) -> "RunConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def changed(self) -> Dict[str, Any]:
+        """The fields that differ from their defaults (what a profile or run.args must say)."""
+        base = options.defaults(RunConfig)
+        return {k: v for k, v in self.to_dict().items() if v != base[k]}
