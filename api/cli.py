@@ -72,7 +72,10 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       edgesight evaluate runs/signs holdout/
       edgesight convert runs/signs --quant int8 --out models/signs-int8
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+    # Our loggers at INFO (DEBUG with -v, which includes what TensorFlow and LiteRT print
+    # natively: see edgesight.edge.native_log); other libraries' only from WARNING up.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("edgesight").setLevel(logging.DEBUG if verbose else logging.INFO)
     ctx.obj = State(verbose)
 
 
@@ -105,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 def demo(out: str, classes: Optional[str], fast: bool, seed: int, time_budget: float) -> None:
     """Generate traffic-sign data, train, convert to int8, and run the camera loop on a
     generated dashcam video; no data or network needed."""
-    from edgesight.training.signs import SIGN_CLASSES
+    from edgesight.training.synth import SIGN_CLASSES
 
     from .demo import DemoConfig, run_demo
 

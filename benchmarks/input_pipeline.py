@@ -41,7 +41,7 @@ def main() -> None:
     from edgesight.training.backbones import build_classifier, get_backbone
     from edgesight.training.data import make_split, scan_dataset
     from edgesight.training.pipeline import make_dataset
-    from edgesight.training.signs import write_signs
+    from edgesight.training.synth import write_signs
 
     rows: List[Dict] = []
     with tempfile.TemporaryDirectory() as tmp:

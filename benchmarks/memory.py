@@ -52,7 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         bundles = make_bundles(tmp, make_video(tmp / "calib.mp4", 40))
-        base = peak_rss_mb([sys.executable, "-c", "import cv2, numpy, ai_edge_litert.interpreter, edgesight.cli, edgesight.edge.loop.runner, edgesight.edge.sources.sources, edgesight.edge.sinks.sinks"])
+        base = peak_rss_mb([sys.executable, "-c", "import cv2, numpy, ai_edge_litert.interpreter, edgesight.cli, edgesight.edge.loop.runner, edgesight.edge.sources, edgesight.edge.sinks"])
         rows.append({"bundle": "(runtime imports only)", "model_mb": 0.0, "headless_mb": round(base, 1), "with_sinks_mb": None})
         for name, bundle in bundles.items():
             run = [*cli, "run", str(bundle), "--source", "synthetic:640x480@1000", "--max-frames", str(a.frames), "--headless", "--quiet"]

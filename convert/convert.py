@@ -122,6 +122,10 @@ def convert_source(
 ) -> ConversionResult:
     """Convert, verify and write the bundle. Inputs are validated before conversion starts.
 
+    What the converter prints natively is kept in the bundle's ``converter.log`` and logged at
+    DEBUG (``edgesight -v``) whatever ``verbose`` says; ``verbose`` is accepted for callers that
+    still pass it.
+
     Returns:
         The bundle path, the report, and whether the accuracy drop is within ``cfg.max_drop``.
         A failed check still writes the bundle, so the user can inspect it.
@@ -149,7 +153,8 @@ def convert_source(
         picked = stratified_sample(calib_samples, cfg.num_calib, cfg.seed)
         calibration = load_batch([s.path for s in picked], spec)
         n_calib = len(picked)
-    with captured_native_output(not verbose) as (stream, converter_log):
+    # The converter's output goes to converter.log, and to the log at DEBUG (edgesight -v).
+    with captured_native_output(what="converting") as (stream, converter_log):
         with tqdm(total=n_calib, desc="calibrating", unit="img", file=stream, disable=(None if progress else True) if n_calib else True, leave=False) as bar:
             raw = convert_keras(model, cfg, calibration, progress=bar.update)
         float_bytes = raw if cfg.quant == "float32" else convert_keras(model, ConvertConfig.float32())
@@ -167,7 +172,7 @@ def convert_source(
     tflite = with_metadata(raw)
     # The float32 reference carries the same metadata, so the size ratio compares weights only.
     float_bytes = tflite if cfg.quant == "float32" else with_metadata(float_bytes)
-    with captured_native_output(not verbose) as (stream, _):
+    with captured_native_output(what="verifying") as (stream, _):
         verification = verify_and_size(model, tflite, float_bytes, info, eval_samples, progress, stream)
         clf = TFLiteClassifier(tflite)
     report: Dict[str, Any] = {

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
 import sys
-import tempfile
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
@@ -13,6 +11,7 @@ import numpy as np
 
 from .config import ConvertConfig
 from edgesight.edge.errors import EdgesightError
+from edgesight.edge.native_log import native_output
 from edgesight.training.data import Sample
 
 
@@ -21,42 +20,27 @@ class ConversionError(EdgesightError):
 
 
 def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from edgesight.training.tf import import_tensorflow
 
-    return tf
+    return import_tensorflow()
 
 
 @contextmanager
-def captured_native_output(enabled: bool = True) -> Iterator[Tuple[TextIO, List[str]]]:
-    """Send file descriptors 1 and 2 to a temporary file while the converter runs.
+def captured_native_output(enabled: bool = True, what: str = "converting") -> Iterator[Tuple[TextIO, List[str]]]:
+    """Capture file descriptors 1 and 2 while the converter runs (see :mod:`edgesight.edge.native_log`).
 
     The TFLite converter's C++ logging and Keras' export printout write straight to the file
-    descriptors, burying the report in hundreds of lines. Yields a stream on the original
-    stderr (for progress bars) and a list that receives the captured text afterwards.
+    descriptors, burying the report in hundreds of lines; what they wrote is logged at DEBUG
+    (at ERROR if the block raises). Yields a stream on the original stderr (for progress bars)
+    and a list that receives the captured text afterwards.
     """
     captured: List[str] = []
     if not enabled:
         yield sys.stderr, captured
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    progress_stream = os.fdopen(os.dup(saved[2]), "w")
-    with tempfile.TemporaryFile(mode="w+b") as log:
-        try:
-            for fd in (1, 2):
-                os.dup2(log.fileno(), fd)
-            yield progress_stream, captured
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, dup in saved.items():
-                os.dup2(dup, fd)
-                os.close(dup)
-            progress_stream.close()
-            log.seek(0)
-            captured.append(log.read().decode("utf-8", "replace"))
+    with native_output(what, stdout=True) as out:
+        yield out.stream, captured
+    captured.append(out.text)
 
 
 def stratified_sample(samples: Sequence[Sample], n: int, seed: int = 0) -> List[Sample]:
@@ -86,7 +70,9 @@ def stratified_sample(samples: Sequence[Sample], n: int, seed: int = 0) -> List[
 def batch1_model(model):
     """The same model with a static batch of 1, which the Edge TPU compiler, MediaPipe and the
     camera loop all expect (a Keras model's batch is otherwise dynamic)."""
-    import keras
+    from edgesight.training.tf import import_keras
+
+    keras = import_keras()
 
     shape = tuple(model.inputs[0].shape[1:])
     inp = keras.Input(shape, batch_size=1, name="image")

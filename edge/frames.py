@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Protocol, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -82,15 +82,3 @@ class FrameSource(Protocol):
     def __enter__(self) -> "FrameSource": ...
 
     def __exit__(self, *exc) -> None: ...
-
-
-class Sink(Protocol):
-    """Where results go. ``annotated`` is the frame with the overlay drawn, when any sink
-    asked for one (``needs_annotated``). The overlay is drawn on the frame itself unless a sink
-    sets ``needs_raw_frame = True`` (it reads ``frame.image`` and must see it unannotated)."""
-
-    needs_annotated: bool
-
-    def write(self, frame: Frame, result: Result, annotated: Optional[np.ndarray]) -> None: ...
-
-    def close(self) -> None: ...

@@ -30,7 +30,9 @@ def build_augmentation(preset: str, hflip: bool = True, seed: Optional[int] = No
     p = PRESETS[preset]
     if p is None:
         return None
-    import keras
+    from .tf import import_keras
+
+    keras = import_keras()
 
     L = keras.layers
     stack = []

@@ -93,12 +93,9 @@ def list_backbones() -> Tuple[str, ...]:
 
 
 def _keras():
-    import os
+    from .tf import import_keras
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    return keras
+    return import_keras()
 
 
 @register_backbone("cnn_small", mean=0.0, std=255.0, default_size=64, min_size=8, pretrained=False, rgb_only=False)

@@ -22,13 +22,15 @@ import zipfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
-import keras
 import numpy as np
-from keras import layers
 
 from edgesight.edge.errors import BundleError, missing_extra
 from edgesight.edge.fsutil import atomic_path
+from .tf import import_keras
 from .torch_state import load_torch_state_dict
+
+keras = import_keras()
+layers = keras.layers
 
 # (expand_ratio, kernel_size, first_stride, output_channels, repeats) per stage, from the TF
 # efficientnet_lite_builder at width = depth = 1.0.

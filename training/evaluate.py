@@ -23,8 +23,9 @@ def load_keras_model(path: Path, trust: bool = False):
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: model file not found; give a run folder or a .keras file")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    from .tf import import_keras
+
+    keras = import_keras()
 
     # Registers the custom layers our own models may use before deserialising.
     from . import backbones  # noqa: F401

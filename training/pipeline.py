@@ -25,10 +25,9 @@ def _decode_pool() -> ThreadPoolExecutor:
 
 
 def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from .tf import import_tensorflow
 
-    return tf
+    return import_tensorflow()
 
 
 def make_dataset(
@@ -84,6 +83,9 @@ def make_dataset(
 
     ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, dtype=tf.string), tf.constant(labels, dtype=tf.int32)))
     ds = ds.batch(DECODE_CHUNK).map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+    # unbatch() hides the length: Keras then runs the first epoch until the data ends and warns
+    # "Your input ran out of data; interrupting training". Every path yields one image.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(paths)))
     if cache == "memory":
         ds = ds.cache()
     elif cache == "disk":

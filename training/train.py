@@ -41,10 +41,9 @@ class TrainResult:
 
 
 def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from .tf import import_tensorflow
 
-    return tf
+    return import_tensorflow()
 
 
 def class_weights(labels: List[int], num_classes: int) -> Dict[int, float]:
@@ -324,12 +323,12 @@ def _print_data_summary(split: Split) -> None:
 
 
 def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Split, staging: Path, progress: bool):
-    tf = _tf()
-    import keras
-
     from .augment import build_augmentation
     from .pipeline import make_dataset
+    from .tf import import_keras
 
+    tf = _tf()
+    keras = import_keras()
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -405,7 +404,9 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
 
 def _unfreeze_top(base, n_layers: int) -> None:
     """Make the top ``n_layers`` of ``base`` trainable (all when 0); batch-norm stays frozen."""
-    import keras
+    from .tf import import_keras
+
+    keras = import_keras()
 
     base.trainable = True
     layers = base.layers

@@ -48,9 +48,10 @@ def deploy(archive: Path, hosts: Tuple[str, ...], port: int, identity: Optional[
     Onto a mounted SD card (installed on the first boot, with network):
       edgesight deploy signs-rpi5.tar.gz --target /media/$USER/rootfs --boot /media/$USER/bootfs
     """
-    from ..fleet.deploy import DeployConfig, format_results, parse_env
     from ..fleet.deploy import deploy as deploy_hosts
-    from ..fleet.deploy import stage
+    from ..fleet.deploy import format_results
+    from ..fleet.stage import stage
+    from ..fleet.targets import DeployConfig, parse_env
 
     if target is not None and hosts:
         raise DeployError("give either --host (over SSH) or --target (a mounted SD card), not both")

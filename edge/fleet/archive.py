@@ -35,14 +35,10 @@ from .. import __version__
 from ..model.bundle import load_bundle
 from ..errors import BundleError
 from ..fsutil import replace_dir, write_bytes
-from .profiles import (
-    ResolvedProfile,
-    builtin_template,
-    dump_yaml,
-    preset_file,
-    render_unit,
-    run_args,
-)
+from .profiles import builtin_template, preset_file
+from .render import dump_yaml, render_unit
+from .runsettings import run_args
+from .settings import ResolvedProfile
 
 FORMAT = "edgesight.deploy/1"
 TOP = "edgesight-deploy"

@@ -26,9 +26,9 @@ from ..frames import Frame, FrameSource, Result
 from ..model.interpreter import TFLiteClassifier
 from ..model.postprocess import Decider
 from ..model.preprocess import frame_to_pixels
+from ..sinks.base import Sink
 from ..sources import DecodeAhead
 from ..model.spec import ModelInfo
-from ..sinks.base import Sink
 from .config import RunConfig
 from .stats import LoopStats
 
@@ -114,7 +114,7 @@ def run_loop(
         The loop statistics (also handed to ``on_stats`` every ``stats_interval``; ``on_result``
         sees every result, e.g. to feed a watchdog).
     """
-    from .overlay import draw_overlay
+    from ..sinks.overlay import draw_overlay
 
     stop = stop or StopFlag()
     workers = frame_workers(model, source, cfg.frame_workers)

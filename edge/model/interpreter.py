@@ -16,6 +16,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import BundleError, MissingDependencyError
+from ..native_log import native_output
 from .quant import dequantize, input_feeder, softmax
 
 BACKENDS = (
@@ -36,10 +37,12 @@ class Backend:
 def _import_backend(name: str, module: str) -> Backend:
     if name == "tensorflow.lite":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        tf = importlib.import_module("tensorflow")
+        with native_output("importing TensorFlow"):
+            tf = importlib.import_module("tensorflow")
         lite = tf.lite
         return Backend(name, str(getattr(tf, "__version__", "unknown")), lite.Interpreter, getattr(lite.experimental, "load_delegate", None))
-    mod = importlib.import_module(module)
+    with native_output(f"importing {name}"):
+        mod = importlib.import_module(module)
     top = importlib.import_module(name.split(".")[0])
     return Backend(name, str(getattr(top, "__version__", "unknown")), mod.Interpreter, getattr(mod, "load_delegate", None))
 
@@ -169,8 +172,10 @@ class TFLiteClassifier:
                 raise BundleError(f"{model}: model file not found")
             kwargs["model_path"] = str(model)
         try:
-            self._interp = self.backend.interpreter_class(**kwargs)
-            self._interp.allocate_tensors()
+            # LiteRT announces its XNNPACK delegate on fd 2 here; -v shows it, errors keep it.
+            with native_output(f"loading {where}"):
+                self._interp = self.backend.interpreter_class(**kwargs)
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise BundleError(f"{where}: not a loadable TFLite model ({str(e).splitlines()[0] if str(e) else type(e).__name__}); give a .tflite file written by a TFLite converter") from e
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError, MissingDependencyError, SourceError
-from .sources import Grab, LatestFrameReader
+from .base import Grab, LatestFrameReader
 
 log = logging.getLogger("edgesight.source")
 

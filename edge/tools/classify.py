@@ -1,4 +1,5 @@
-"""Batch classification of image files with a model bundle (``edgesight classify``)."""
+"""File arguments and output formats of ``edgesight classify`` (the classifying itself is
+:meth:`edgesight.edge.classifier.Classifier.classify_files`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,7 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..model.bundle import Bundle
-from ..model.interpreter import TFLiteClassifier
-from ..model.postprocess import Decider
-from ..model.preprocess import ImageReadError, is_image_path, read_image, prepare_image
+from ..model.preprocess import is_image_path
 
 
 def expand_paths(items: Iterable[str]) -> Tuple[List[Path], List[Tuple[str, str]]]:
@@ -42,40 +40,6 @@ def expand_paths(items: Iterable[str]) -> Tuple[List[Path], List[Tuple[str, str]
         else:
             problems.append((item, "no such file or folder"))
     return out, problems
-
-
-def classify_paths(
-    bundle: Bundle,
-    paths: Sequence[Path],
-    threads: Optional[int] = None,
-    top_k: int = 3,
-    threshold: float = 0.0,
-    model: Optional[TFLiteClassifier] = None,
-    progress: Optional[Callable[[int], None]] = None,
-) -> Tuple[List[Dict], List[Tuple[str, str]]]:
-    """Classify image files one by one.
-
-    Returns:
-        ``(results, skipped)``: a dict per readable image (``path``, ``label``, ``score``,
-        ``top_k`` as a list of ``{"label", "score"}``) and ``(path, reason)`` per unreadable one.
-    """
-    info = bundle.info
-    spec = info.preprocess
-    clf = model or TFLiteClassifier(bundle.model_path, num_threads=threads, output=info.output, input_mean=spec.input_mean[0], input_std=spec.input_std[0])
-    results: List[Dict] = []
-    skipped: List[Tuple[str, str]] = []
-    decide = Decider(info.labels, threshold=threshold, k=top_k)
-    for path in paths:
-        try:
-            pixels = prepare_image(read_image(path, spec.color), spec)
-        except ImageReadError as e:
-            skipped.append((str(path), str(e).split(": ", 1)[-1]))
-        else:
-            label, score, top, _ = decide(clf.predict(pixels))
-            results.append({"path": str(path), "label": label, "score": round(score, 6), "top_k": [{"label": lab, "score": round(v, 6)} for lab, v in top]})
-        if progress:
-            progress(1)
-    return results, skipped
 
 
 def format_results(results: List[Dict], fmt: str) -> str:

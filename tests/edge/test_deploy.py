@@ -24,10 +24,13 @@ from typing import Dict, Optional
 import pytest
 import yaml
 
-from edgesight.edge.fleet.deploy import merge_boot_config, parse_host, read_release, ssh_option_args
+from edgesight.edge.fleet.deploy import read_release
 from edgesight.edge.fleet.archive import TOP, archive_bytes, build_deploy_archive, extract_archive
 from edgesight.edge.errors import DeployError
 from edgesight.edge.fleet.profiles import load_profile, resolve
+from edgesight.edge.fleet.ssh import ssh_option_args
+from edgesight.edge.fleet.stage import merge_boot_config
+from edgesight.edge.fleet.targets import parse_host
 from tests.conftest import run_cli
 
 SSHD = Path("/usr/sbin/sshd")

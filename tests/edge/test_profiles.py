@@ -29,18 +29,9 @@ from edgesight.edge.fleet.archive import (
     verify_archive,
 )
 from edgesight.edge.errors import BundleError, ProfileError
-from edgesight.edge.fleet.profiles import (
-    RunSettings,
-    builtin_dir,
-    list_presets,
-    list_profiles,
-    load_preset,
-    load_profile,
-    render_unit,
-    resolve,
-    run_args,
-    train_args,
-)
+from edgesight.edge.fleet.profiles import builtin_dir, list_presets, list_profiles, load_preset, load_profile, resolve
+from edgesight.edge.fleet.render import render_unit, train_args
+from edgesight.edge.fleet.runsettings import RunSettings, run_args
 from edgesight.edge.model.spec import ModelInfo, PreprocessSpec, write_model_info
 from tests.conftest import run_cli
 

@@ -23,14 +23,16 @@ import pytest
 
 from edgesight.edge.errors import ConfigError, EdgesightError, MissingDependencyError
 from edgesight.edge.frames import Frame, Result
-from edgesight.edge.loop.overlay import draw_overlay
-from edgesight.edge.sinks.sinks import (
+from edgesight.edge.sinks.overlay import draw_overlay
+from edgesight.edge.sinks import (
     AsyncSink,
     DisplaySink,
     GpioSink,
     HttpSink,
     JsonlSink,
     MqttSink,
+    ReviewSink,
+    Sink,
     VideoSink,
     parse_mqtt_url,
 )
@@ -612,16 +614,28 @@ def test_mqtt_missing_paho_names_the_install(monkeypatch):
 
 
 class FakeOutput:
-    """Records gpiozero DigitalOutputDevice calls; a foreground blink really waits."""
+    """Records gpiozero DigitalOutputDevice calls. A pulse lasts until the test sets ``release``:
+    on a thread of its own with ``background=True`` (gpiozero's blink thread), else in the call."""
 
     def __init__(self, pin, active_high):
         self.pin, self.active_high = pin, active_high
         self.blinks, self.events = [], []
+        self.release = threading.Event()
+        self.pulse_threads = []
 
     def blink(self, on_time=1, off_time=1, n=None, background=True):
         self.blinks.append((on_time, off_time, n, background))
-        if not background:
-            time.sleep(on_time + off_time)
+        if background:
+            thread = threading.Thread(target=self._pulse, daemon=True)
+            thread.start()
+            self.pulse_threads.append(thread)
+        else:
+            self._pulse()
+
+    def _pulse(self):
+        # Bounded, so a sink that waited for its pulse fails the test instead of hanging it.
+        self.release.wait(5)
+        self.events.append("pulse ended")
 
     def off(self):
         self.events.append("off")
@@ -637,13 +651,17 @@ def test_gpio_pulses_only_for_configured_labels_without_blocking():
                     device_factory=lambda pin, high: devices.append(FakeOutput(pin, high)) or devices[-1])
     (device,) = devices
     assert (device.pin, device.active_high) == (17, False)
-    t0 = time.monotonic()
     for i, label in enumerate(["ok", "reject", "ok", "defect", "unknown"]):
         sink.write(make_frame(i), make_result(label, index=i), None)
-    assert time.monotonic() - t0 < 0.05
+    # No pulse could end before the test released it, so every write returned mid-pulse.
+    device.events.append("writes returned")
+    device.release.set()
+    for thread in device.pulse_threads:
+        thread.join(5)
+    assert device.events == ["writes returned", "pulse ended", "pulse ended"]
     assert device.blinks == [(0.2, 0, 1, True)] * 2 and sink.pulses == 2
     sink.close()
-    assert device.events == ["off", "close"]
+    assert device.events[-2:] == ["off", "close"]
 
 
 @pytest.mark.hardware
@@ -682,10 +700,38 @@ def test_gpio_missing_gpiozero_names_pip_and_apt(monkeypatch):
         GpioSink(17, [], device_factory=FakeOutput)
 
 
+def test_the_base_class_declares_every_ability_with_a_default():
+    class Bare(Sink):
+        def write(self, frame, result, annotated):
+            pass
+
+    s = Bare()
+    assert (s.needs_annotated, s.needs_raw_frame, s.lossless, s.dropped, s.quit_requested, s.address) == (False, False, False, 0, False, None)
+    assert s.inner is s
+    s.update_stats({"frames": 1})
+    s.close()
+    with pytest.raises(TypeError):
+        Sink()  # write is abstract
+
+
+def test_async_sink_declares_the_inner_sinks_abilities(http_sink):
+    sink = AsyncSink(http_sink)
+    try:
+        assert sink.needs_annotated and not sink.needs_raw_frame and not sink.quit_requested
+        assert sink.address == http_sink.address and sink.inner is http_sink
+        sink.update_stats({"fps": 3.0})
+        assert json.loads(http_sink.status_json())["stats"] == {"fps": 3.0}
+    finally:
+        sink.close()
+    jsonl = JsonlSink("-")
+    assert jsonl.address is None and jsonl.inner is jsonl and jsonl.dropped == 0
+    jsonl.update_stats({"fps": 3.0})  # ignored by a sink that shows no statistics
+
+
 # ------------------------------------------------------------------------------------ async
 
 
-class SlowSink:
+class SlowSink(Sink):
     needs_annotated = True
 
     def __init__(self, delay: float) -> None:
@@ -701,16 +747,31 @@ class SlowSink:
         self.closed = True
 
 
+class GatedSink(SlowSink):
+    """Each write waits until the test opens ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.gate = threading.Event()
+
+    def write(self, frame, result, annotated):
+        # Bounded, so a caller that waited for this sink fails the test instead of hanging it.
+        if not self.gate.wait(5):
+            self.gate.set()
+        self.labels.append(result.label)
+
+
 def test_async_sink_never_stalls_drops_oldest_and_drains_on_close():
-    inner = SlowSink(0.05)
+    inner = GatedSink()
     sink = AsyncSink(inner, maxsize=8)
     assert sink.needs_annotated
     frame = make_frame()
-    t0 = time.monotonic()
     for i in range(100):
         sink.write(frame, make_result(f"r{i}", index=i), None)
-    assert time.monotonic() - t0 < 0.25
+    # The inner sink cannot finish a write before the gate opens: every call returned without it.
+    assert inner.labels == []
     assert sink.dropped > 0
+    inner.gate.set()
     sink.close(timeout=5)
     assert inner.closed
     assert sink.written == len(inner.labels) and sink.written + sink.dropped == 100
@@ -779,8 +840,6 @@ def test_async_sink_close_gives_up_after_the_timeout(caplog):
 
 
 def test_review_sink_keeps_matching_frames_under_a_size_cap(tmp_path):
-    from edgesight.edge.sinks.sinks import ReviewSink
-
     rng = np.random.default_rng(0)
     sink = ReviewSink(tmp_path / "rejects", ["defect", "unknown"], max_mb=0.05)
     for i in range(40):
@@ -800,7 +859,5 @@ def test_review_sink_keeps_matching_frames_under_a_size_cap(tmp_path):
 
 
 def test_review_sink_needs_labels(tmp_path):
-    from edgesight.edge.sinks.sinks import ReviewSink
-
     with pytest.raises(EdgesightError, match="at least one --review-label"):
         ReviewSink(tmp_path, [])

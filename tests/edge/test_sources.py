@@ -15,10 +15,10 @@ import pytest
 
 from edgesight.edge.sources import picamera2 as camera_picamera2
 
-from edgesight.edge.sources import sources
+from edgesight.edge.sources import opencv
 from edgesight.edge.sources.picamera2 import Picamera2Source, lores_to_bgr
 from edgesight.edge.errors import MissingDependencyError, SourceError
-from edgesight.edge.sources.sources import (
+from edgesight.edge.sources import (
     DecodeAhead,
     auto_prefetch,
     ImageFolderSource,
@@ -269,7 +269,7 @@ class FakeCapture:
 
 
 class CaptureFactory:
-    """Replaces edge.sources._open_capture; the n-th open uses plan[n] (the last one repeats)."""
+    """Replaces edge.sources.opencv._open_capture; the n-th open uses plan[n] (the last one repeats)."""
 
     def __init__(self, *plan):
         self.plan = plan or ({},)
@@ -288,7 +288,7 @@ class CaptureFactory:
 def fake_capture(monkeypatch):
     def install(*plan):
         factory = CaptureFactory(*plan)
-        monkeypatch.setattr(sources, "_open_capture", factory)
+        monkeypatch.setattr(opencv, "_open_capture", factory)
         return factory
 
     return install

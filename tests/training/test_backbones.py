@@ -27,7 +27,12 @@ def test_cnn_small_takes_raw_pixels_and_outputs_probabilities():
 def test_keras_applications_backbones_build_offline(name):
     model, base = build_classifier(get_backbone(name), (32, 32, 3), 3, "none", alpha=0.75 if name != "mobilenet_v2" else 0.35)
     assert model.output_shape == (None, 3)
-    assert model.get_layer("normalize") is not None
+    # Raw 0..255 pixels reach the backbone in [-1, 1], the range its ImageNet weights expect.
+    norm = model.get_layer("normalize")
+    assert [layer.name for layer in model.layers[1:3]] == ["normalize", base.name]
+    assert type(norm).__name__ == "Rescaling"
+    scaled = norm(np.array([[0.0, 127.5, 255.0]], dtype="float32"))
+    np.testing.assert_allclose(np.asarray(scaled), [[-1.0, 0.0, 1.0]], atol=1e-6)
     # Normalisation lives in our graph, not in the backbone (include_preprocessing=False).
     assert not any(layer.__class__.__name__ == "Rescaling" for layer in base.layers)
 

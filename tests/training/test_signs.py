@@ -8,7 +8,7 @@ import pytest
 
 from edgesight.edge.errors import ConfigError
 from tests.conftest import run_cli
-from edgesight.training.signs import (
+from edgesight.training.synth import (
     SIGN_CLASSES,
     canonical_sign,
     drive_roi,

@@ -1,0 +1,140 @@
+"""A whole ``edgesight run``: outputs built from a :class:`RunConfig`, the loop under signal
+handling and the systemd watchdog, live statistics for health checks, and the summary.
+
+``edgesight run`` is a thin shell around :func:`run_session`, so a program that embeds the
+runtime gets the same outputs, status file and summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
+
+from ..errors import ConfigError
+from ..fsutil import write_json
+from .config import RunConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..classifier import Classifier
+
+log = logging.getLogger("edgesight")
+
+
+def parse_hostport(text: str) -> Tuple[str, int]:
+    """``HOST:PORT``, ``[::1]:PORT`` or ``PORT`` (on 127.0.0.1) -> ``(host, port)``."""
+    if ":" not in text:
+        text = f"127.0.0.1:{text}"
+    host, _, port = text.rpartition(":")
+    try:
+        value = int(port)
+    except ValueError:
+        raise ConfigError(f"--http '{text}': expected HOST:PORT or PORT, e.g. 127.0.0.1:8080") from None
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"--http '{text}': port {value} is outside 0-65535")
+    return (host or "127.0.0.1").strip("[]"), value
+
+
+def check_labels(cfg: RunConfig, labels: List[str]) -> None:
+    """Labels named by options must be the model's (or ``unknown``)."""
+    for flag, names in (("--gpio-on", cfg.gpio_on), ("--review-label", cfg.review_label)):
+        unknown = sorted(set(names) - set(labels) - {"unknown"})
+        if unknown:
+            raise ConfigError(f"{flag} {', '.join(unknown)}: not a label of this model ({', '.join(labels)})")
+
+
+def make_sinks(cfg: RunConfig, echo: Callable[[str], None] = print) -> list:
+    """The outputs ``cfg`` asks for; every one but the window and the console runs on its own
+    thread behind a bounded queue (:class:`~edgesight.edge.sinks.AsyncSink`). A sink that
+    cannot be made closes the ones already made."""
+    from .. import sinks as S
+
+    out: list = [] if cfg.quiet else [S.ConsoleSink(echo)]
+    made: list = []
+    try:
+        if cfg.display:
+            out.append(S.DisplaySink())
+        if cfg.jsonl:
+            made.append(S.JsonlSink(cfg.jsonl, on_change_only=cfg.on_change_only))
+        if cfg.save:
+            made.append(S.VideoSink(cfg.save, fps=cfg.fps or 30.0))
+        if cfg.http:
+            made.append(S.HttpSink(*parse_hostport(cfg.http)))
+        if cfg.mqtt:
+            made.append(S.MqttSink(cfg.mqtt, qos=cfg.mqtt_qos, retain=cfg.mqtt_retain, on_change_only=cfg.on_change_only))
+        if cfg.gpio:
+            made.append(S.GpioSink(cfg.gpio, cfg.gpio_on, pulse_ms=cfg.gpio_pulse_ms))
+        if cfg.review_dir:
+            made.append(S.ReviewSink(cfg.review_dir, cfg.review_label, max_mb=cfg.review_max_mb))
+    except BaseException:
+        for s in out + made:
+            s.close()
+        raise
+    return out + [S.AsyncSink(s) for s in made]
+
+
+def run_session(clf: "Classifier", cfg: RunConfig, echo: Callable[[str], None] = print,
+                err: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Classify ``cfg.source`` with ``clf`` into the outputs of ``cfg`` until the source ends, a
+    limit is reached, or SIGINT/SIGTERM arrives (the current frame is finished, every output
+    flushed).
+
+    Args:
+        echo: where per-change lines go (stdout in the CLI).
+        err: where progress and statistics lines go (stderr in the CLI).
+
+    Returns:
+        The summary: the loop statistics plus ``model`` and ``source`` (also written to
+        ``cfg.stats_json``, and to ``cfg.status_file`` with ``finished: true``).
+    """
+    from ..sources import open_source
+    from .runner import StopFlag, run_loop, signals_stop
+    from .sdnotify import Notifier
+
+    check_labels(cfg, clf.labels)
+    sinks = make_sinks(cfg, echo)
+    stats = None
+    notifier = Notifier()
+    last: dict = {}
+
+    def on_stats(st) -> None:
+        d = {**st.to_dict(), **last}
+        for s in sinks:
+            s.update_stats(d)
+        if cfg.status_file:
+            write_json(cfg.status_file, d)
+
+    def on_result(result, st) -> None:
+        last.update(label=result.label, score=round(result.score, 4), updated=round(result.wall_time, 3))
+        notifier.feed(f"{st.frames} frames, {result.label}")
+
+    try:
+        with open_source(cfg.source, width=cfg.width, height=cfg.height, fps=cfg.fps, realtime=cfg.realtime,
+                         loop=cfg.loop, compute_threads=clf.model.cpu_threads) as src:
+            notifier.ready(f"classifying {cfg.source}")
+            with signals_stop(StopFlag()) as stop:
+                stats = run_loop(clf.model, clf.info, src, sinks, cfg, stop, on_stats=on_stats, on_result=on_result, printer=err)
+            if stop.is_set():
+                err(f"stopping ({stop.reason})")
+    finally:
+        notifier.stopping()
+        notifier.close()
+        for s in sinks:
+            try:
+                s.close()
+            except Exception as e:  # one failing output must not lose the others' data
+                log.error("closing %s failed: %s", type(s).__name__, e)
+    summary = stats.to_dict()
+    summary["model"] = str(clf.bundle.model_path)
+    summary["source"] = cfg.source
+    if cfg.stats_json:
+        write_json(cfg.stats_json, summary)
+    if cfg.status_file:
+        write_json(cfg.status_file, {**summary, **last, "finished": True})
+    return summary
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """The one-line summary printed at the end of a run."""
+    p = summary["latency_ms"]
+    return (f"{summary['frames']} frames in {summary['seconds']:.1f} s: {summary['fps']:.1f} FPS, dropped {summary['dropped']}, "
+            + (f"latency p50 {p['p50']:.1f} / p95 {p['p95']:.1f} / p99 {p['p99']:.1f} ms" if p["p50"] is not None else "no latency figures"))
