@@ -10,5 +10,5 @@ OUT="${1:-edgesight-demo}"
 shift || true
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e '.[train]'
+"$VENV/bin/python" -m pip install --quiet -e '.[train]' --config-settings editable_mode=strict
 exec "$VENV/bin/edgesight" demo --out "$OUT" "$@"

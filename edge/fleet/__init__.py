@@ -1,9 +1,11 @@
 """Fleet tooling: device profiles, deploy archives, and putting them on devices.
 
-- ``settings``, ``runsettings``: the frozen dataclasses of a device profile and a use-case preset
-  (``RunSettings`` holds the ``edgesight run`` options and turns them into arguments).
+- ``runsettings``: the ``edgesight run`` options of a profile (``RunSettings``, ``ReviewSettings``),
+  their checks and their arguments (``run_args``).
+- ``settings``: the other frozen dataclasses of a device profile, a use-case preset and the two
+  merged (``ResolvedProfile``), with their YAML form.
 - ``profiles``: loading the YAML files strictly and merging a preset over a profile (``resolve``).
-- ``render``: the systemd unit, the ``edgesight train`` options and YAML of a resolved profile.
+- ``render``: the systemd unit of a resolved profile.
 - ``archive``: the reproducible deploy archive of ``edgesight bundle``.
 - ``targets``, ``ssh``, ``deploy``: ``edgesight deploy`` over SSH (health check, rollback).
 - ``stage``: ``edgesight deploy --target``, an SD card set up without a network.
@@ -35,9 +37,9 @@ from .profiles import (
     preset_file,
     resolve,
 )
-from .render import dump_yaml, render_unit, train_args
-from .runsettings import RunSettings, frame_size, run_args
-from .settings import DeviceProfile, OsSettings, ResolvedProfile, ReviewSettings, ServiceSettings, UseCasePreset
+from .render import render_unit
+from .runsettings import ReviewSettings, RunSettings, frame_size, run_args
+from .settings import DeviceProfile, OsSettings, ResolvedProfile, ServiceSettings, UseCasePreset, dump_yaml, train_args
 from .ssh import ssh_option_args
 from .stage import StageReport, firstboot_unit, merge_boot_config
 from .targets import DEFAULT_PREFIX, DEFAULT_USER, DeployConfig, HostTarget, check_prefix, parse_env, parse_host

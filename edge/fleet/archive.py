@@ -36,9 +36,9 @@ from ..model.bundle import load_bundle
 from ..errors import BundleError
 from ..fsutil import replace_dir, write_bytes
 from .profiles import builtin_template, preset_file
-from .render import dump_yaml, render_unit
+from .render import render_unit
 from .runsettings import run_args
-from .settings import ResolvedProfile
+from .settings import ResolvedProfile, dump_yaml
 
 FORMAT = "edgesight.deploy/1"
 TOP = "edgesight-deploy"

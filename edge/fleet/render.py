@@ -1,36 +1,19 @@
-"""A resolved profile as files: the ``edgesight train`` options, the systemd unit, YAML.
+"""The systemd unit of a resolved profile.
 
-``render_unit`` fills ``firmware_configs/edgesight.service.in`` with the ``edgesight run``
-command line (``run_args``) and the service settings; ``dump_yaml`` writes ``profile.yaml`` and
-``edgesight profiles show`` the same way for equal input.
+``render_unit`` fills ``firmware_configs/edgesight.service.in`` with the ``edgesight run`` command
+line (``run_args``) and the service settings; ``edgesight bundle`` ships the result with
+placeholders for the install prefix and user, which ``install.sh`` fills in on the device.
 """
 
 from __future__ import annotations
 
 import re
 from string import Template
-from typing import Any, List, Mapping
-
-import yaml
 
 from ..errors import ProfileError
 from .profiles import builtin_template
 from .runsettings import _arg, run_args
 from .settings import ResolvedProfile
-
-
-def train_args(resolved: ResolvedProfile) -> List[str]:
-    """The recommended ``edgesight train`` options of the use case (``hflip: false`` -> ``--no-hflip``)."""
-    args: List[str] = []
-    for key, value in resolved.train.items():
-        flag = key.replace("_", "-")
-        if value is True:
-            args.append(f"--{flag}")
-        elif value is False:
-            args.append(f"--no-{flag}")
-        else:
-            args += [f"--{flag}", _arg(value)]
-    return args
 
 
 def _systemd_word(arg: str) -> str:
@@ -76,20 +59,3 @@ def render_unit(resolved: ResolvedProfile, prefix: str, user: str) -> str:
         watchdog_sec=_arg(svc.watchdog_sec),
         timeout_start_sec=_arg(svc.timeout_start_sec),
     )
-
-
-class _BlockDumper(yaml.SafeDumper):
-    """Writes multi-line text (boot config, udev rules) as readable ``|`` blocks."""
-
-
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_BlockDumper.add_representer(str, _str_representer)
-
-
-def dump_yaml(data: Mapping[str, Any]) -> str:
-    """YAML in the given key order, multi-line text as blocks (deterministic for equal input)."""
-    return yaml.dump(dict(data), Dumper=_BlockDumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)

@@ -1,78 +1,93 @@
 """The ``edgesight run`` options of a device profile: ``RunSettings``, its checks and its arguments.
 
-Every field of ``RunSettings`` is the ``edgesight run`` option of the same name (``top_k`` is
-``--top-k``), so a profile can only say what the runtime can do. ``_check_runtime`` refuses values
-the runtime would refuse, ``frame_size`` reads the capture size the settings ask for, and
-``run_args`` turns resolved settings into the argument list that ``run.args`` and the systemd
-unit carry to the device.
+``RunSettings`` is derived from :class:`~edgesight.edge.loop.config.RunConfig`: each field is the
+``edgesight run`` option of the same name (``top_k`` is ``--top-k``) with its type and range, so
+a profile can only say what the runtime can do; ``ReviewSettings`` (a use case's
+saved frames) becomes the ``--review-*`` options. ``_check_runtime`` refuses values the runtime
+would refuse, ``frame_size`` reads the capture size the settings ask for, and ``run_args`` turns
+resolved settings into the argument list that ``run.args`` and the systemd unit carry to the
+device.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field, fields, make_dataclass, replace
+from dataclasses import replace as dc_replace
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
+from .. import options
 from ..errors import ConfigError, ProfileError
-
-if TYPE_CHECKING:
-    from .settings import ResolvedProfile
-
-# Field metadata: a YAML integer is accepted and kept as text (camera index 0, GPIO pin 17, port 8080).
-_INT_OK = {"int_ok": True}
+from ..loop.config import RunConfig
 
 DEVICE_RE = re.compile(r"cpu|coral(:(usb|pci)(:\d+)?)?")
 
+# The ``edgesight run`` options a device profile or use-case preset may set. The rest are for a
+# person at a terminal (a window, a recording, a time limit), come from the bundle (labels), or
+# come from ``review:`` (``ReviewSettings``).
+NOT_IN_PROFILES = ("labels", "realtime", "loop", "display", "save", "review_dir", "review_label", "review_max_mb",
+                   "max_frames", "duration", "frame_workers")
+# A YAML integer is accepted and kept as text for these (camera index 0, GPIO pin 17, port 8080).
+INT_AS_TEXT = ("source", "http", "gpio")
+
+
+def _merged(self: Any, over: Any) -> Any:
+    """These settings with every value that ``over`` sets replacing ours."""
+    return replace(self, **{f.name: getattr(over, f.name) for f in fields(over) if getattr(over, f.name) is not None})
+
+
+def _to_dict(self: Any) -> Dict[str, Any]:
+    return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+def _run_settings() -> type:
+    """``RunSettings``: the :class:`~edgesight.edge.loop.config.RunConfig` fields a profile may
+    set, each optional (None: the run default), in RunConfig's order. Derived, not declared, so
+    a profile can say exactly what ``edgesight run`` can do."""
+    specs = [s for s in options.specs(RunConfig) if s.name not in NOT_IN_PROFILES]
+    cls = make_dataclass(
+        "RunSettings",
+        [(s.name, Optional[Tuple[s.base, ...]] if s.multiple else Optional[s.base],
+          field(default=None, metadata={"int_ok": s.name in INT_AS_TEXT})) for s in specs],
+        frozen=True,
+        namespace={"merged": _merged, "to_dict": _to_dict, "__module__": __name__,
+                   "__doc__": "Options of ``edgesight run`` set by a profile; each field is the flag of the same name, "
+                              "``None`` its default (see ``RunConfig`` for types, defaults and ranges)."},
+    )
+    return cls
+
+
+RunSettings = _run_settings()
+
 
 @dataclass(frozen=True)
-class RunSettings:
-    """Options of ``edgesight run``; each field is the flag of the same name, ``None`` its default.
+class ReviewSettings:
+    """Frames kept for a person to review (the rejects of an inspection line).
+
+    Becomes ``edgesight run --review-dir DIR --review-label L ... --review-max-mb N``.
 
     Attributes:
-        source: ``--source``: camera index, ``/dev/videoN``, ``picamera2[:WxH]``, a stream URL...
-        device: ``--device``: ``cpu``, ``coral``, ``coral:usb`` or ``coral:pci``.
-        threads, width, height, fps: interpreter threads and the requested capture format.
-        roi: ``x,y,w,h`` window classified instead of the whole frame.
-        threshold, smooth, hysteresis, top_k: decision settings (see ``edgesight run --help``).
-        headless, quiet: no window; no per-change console lines.
-        jsonl, on_change_only, http, mqtt, mqtt_qos, mqtt_retain: outputs.
-        gpio, gpio_on, gpio_pulse_ms: pulse a pin when one of the ``gpio_on`` labels is reported.
-        stats_json, stats_interval: statistics file and interval.
-        status_file: JSON file rewritten with the live statistics every interval (health checks).
+        dir: folder for the saved frames (relative: in the service's state directory).
+        labels: frames with these labels are saved.
+        max_mb: the oldest frames are deleted beyond this size.
     """
 
-    source: Optional[str] = field(default=None, metadata=_INT_OK)
-    device: Optional[str] = None
-    threads: Optional[int] = None
-    width: Optional[int] = None
-    height: Optional[int] = None
-    fps: Optional[float] = None
-    roi: Optional[str] = None
-    threshold: Optional[float] = None
-    smooth: Optional[int] = None
-    hysteresis: Optional[float] = None
-    top_k: Optional[int] = None
-    headless: Optional[bool] = None
-    quiet: Optional[bool] = None
-    jsonl: Optional[str] = None
-    on_change_only: Optional[bool] = None
-    http: Optional[str] = field(default=None, metadata=_INT_OK)
-    mqtt: Optional[str] = None
-    mqtt_qos: Optional[int] = None
-    mqtt_retain: Optional[bool] = None
-    gpio: Optional[str] = field(default=None, metadata=_INT_OK)
-    gpio_on: Optional[Tuple[str, ...]] = None
-    gpio_pulse_ms: Optional[float] = None
-    stats_json: Optional[str] = None
-    stats_interval: Optional[float] = None
-    status_file: Optional[str] = None
-
-    def merged(self, over: "RunSettings") -> "RunSettings":
-        """These settings with every value that ``over`` sets replacing ours."""
-        return replace(self, **{f.name: getattr(over, f.name) for f in fields(over) if getattr(over, f.name) is not None})
+    dir: str
+    labels: Tuple[str, ...]
+    max_mb: int = 512
 
     def to_dict(self) -> Dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+class RunArgsSource(Protocol):
+    """What ``run_args`` reads: a resolved profile (``settings.ResolvedProfile``) or the like."""
+
+    @property
+    def runtime(self) -> Any: ...
+
+    @property
+    def review(self) -> Optional[ReviewSettings]: ...
 
 
 def _plain(value: Any) -> Any:
@@ -84,37 +99,29 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _check_runtime(rs: RunSettings, where: str, key: str = "runtime") -> None:
-    """Refuse values ``edgesight run`` would refuse; the error names ``where`` and ``key.<field>``."""
+def _check_runtime(rs: Any, where: str, key: str = "runtime") -> None:
+    """Refuse values ``edgesight run`` would refuse (RunConfig's types and ranges); the error
+    names ``where`` and ``key.<field>``."""
 
     def bad(name: str, message: str) -> ProfileError:
         return ProfileError(f"{where}: {key}.{name}: {message}")
 
     for f in fields(rs):
         value = getattr(rs, f.name)
+        if value is None:
+            continue
         texts = value if isinstance(value, tuple) else (value,)
         for text in texts:
             # One run argument per line in run.args, one word per argument in ExecStart.
             if isinstance(text, str) and (not text.strip() or any(ord(c) < 32 for c in text)):
                 raise bad(f.name, f"{text!r} must be non-empty text on one line")
+        spec = options.spec(RunConfig, f.name)
+        try:
+            options.check_value(dc_replace(spec, name=f"{key}.{f.name}"), value, where)
+        except ConfigError as e:
+            raise ProfileError(str(e)) from None
     if rs.device is not None and not DEVICE_RE.fullmatch(rs.device):
         raise bad("device", f"'{rs.device}' is not cpu, coral, coral:usb or coral:pci")
-    for name in ("threads", "width", "height", "smooth", "top_k"):
-        value = getattr(rs, name)
-        if value is not None and value < 1:
-            raise bad(name, f"{value} must be at least 1")
-    for name in ("fps", "gpio_pulse_ms"):
-        value = getattr(rs, name)
-        if value is not None and value <= 0:
-            raise bad(name, f"{value} must be positive")
-    if rs.stats_interval is not None and rs.stats_interval < 0:
-        raise bad("stats_interval", f"{rs.stats_interval} cannot be negative (0: no statistics lines)")
-    if rs.threshold is not None and not 0.0 <= rs.threshold <= 1.0:
-        raise bad("threshold", f"{rs.threshold} must be a probability between 0 and 1")
-    if rs.hysteresis is not None and not 0.0 <= rs.hysteresis < 1.0:
-        raise bad("hysteresis", f"{rs.hysteresis} must be in [0, 1)")
-    if rs.mqtt_qos is not None and rs.mqtt_qos not in (0, 1, 2):
-        raise bad("mqtt_qos", f"{rs.mqtt_qos} must be 0, 1 or 2")
     if rs.roi is not None:
         _parse_roi(rs.roi, where, key)
     if rs.mqtt is not None:
@@ -158,35 +165,21 @@ def _arg(value: Any) -> str:
     return str(value)
 
 
-def run_args(resolved: ResolvedProfile) -> List[str]:
+def run_args(resolved: RunArgsSource) -> List[str]:
     """The ``edgesight run`` arguments (after the bundle path) for these settings.
 
-    Each set field becomes its flag: ``top_k: 1`` -> ``--top-k 1``, ``headless: true`` ->
-    ``--headless`` (false: omitted, the run default), a list repeats the flag.
+    Each set field becomes its flag, as RunConfig declares it: ``top_k: 1`` -> ``--top-k 1``,
+    ``headless: true`` -> ``--headless`` (false: omitted, the run default), a list repeats the
+    flag; ``review`` becomes the ``--review-*`` options.
 
     Args:
         resolved: the resolved profile.
 
     Returns:
-        The arguments, in the field order of ``RunSettings``.
+        The arguments, in RunConfig's field order.
     """
-    args: List[str] = []
-    for f in fields(RunSettings):
-        value = getattr(resolved.runtime, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if value is None or value is False:
-            continue
-        if value is True:
-            args.append(flag)
-        elif isinstance(value, tuple):
-            for item in value:
-                args += [flag, _arg(item)]
-        else:
-            args += [flag, _arg(value)]
+    values = {f.name: getattr(resolved.runtime, f.name) for f in fields(resolved.runtime)}
     if resolved.review is not None:
         rv = resolved.review
-        args += ["--review-dir", rv.dir]
-        for label in rv.labels:
-            args += ["--review-label", label]
-        args += ["--review-max-mb", _arg(rv.max_mb)]
-    return args
+        values.update(review_dir=rv.dir, review_label=rv.labels, review_max_mb=float(rv.max_mb))
+    return options.to_args(RunConfig, values)

@@ -5,16 +5,20 @@ settings (``RunSettings``: camera source, capture size and rate, interpreter thr
 TPU) and the OS side (``OsSettings``: a boot-config fragment for the camera, udev rules, apt
 packages, pinned Python requirements; ``ServiceSettings``: the systemd service). A use-case preset
 (``firmware_configs/presets/``) layers an application on top. ``ResolvedProfile`` is the two
-merged, what a deployment needs. Loading and checking them is ``profiles``' job.
+merged, what a deployment needs; ``to_dict``, ``train_args`` and ``dump_yaml`` give its plain-data
+and YAML form (``profile.yaml``, ``edgesight profiles show``). Loading and checking them is
+``profiles``' job.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import yaml
 
 from .. import __version__
-from .runsettings import RunSettings, _plain, run_args
+from .runsettings import ReviewSettings, RunSettings, _arg, _plain, run_args
 
 Scalar = Union[str, int, float, bool]
 
@@ -60,26 +64,6 @@ class ServiceSettings:
     restart_sec: float = 5.0
     watchdog_sec: float = 30.0
     timeout_start_sec: float = 120.0
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
-
-
-@dataclass(frozen=True)
-class ReviewSettings:
-    """Frames kept for a person to review (the rejects of an inspection line).
-
-    Becomes ``edgesight run --review-dir DIR --review-label L ... --review-max-mb N``.
-
-    Attributes:
-        dir: folder for the saved frames (relative: in the service's state directory).
-        labels: frames with these labels are saved.
-        max_mb: the oldest frames are deleted beyond this size.
-    """
-
-    dir: str
-    labels: Tuple[str, ...]
-    max_mb: int = 512
 
     def to_dict(self) -> Dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -147,9 +131,6 @@ class ResolvedProfile:
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain data for ``profile.yaml`` and ``edgesight profiles show``."""
-        # render reads its unit template through profiles, which builds these classes.
-        from .render import train_args
-
         d: Dict[str, Any] = {
             "format": "edgesight.profile/1",
             "toolkit_version": __version__,
@@ -173,6 +154,35 @@ class ResolvedProfile:
         return d
 
     def to_yaml(self) -> str:
-        from .render import dump_yaml
-
         return dump_yaml(self.to_dict())
+
+
+def train_args(resolved: ResolvedProfile) -> List[str]:
+    """The recommended ``edgesight train`` options of the use case (``hflip: false`` -> ``--no-hflip``)."""
+    args: List[str] = []
+    for key, value in resolved.train.items():
+        flag = key.replace("_", "-")
+        if value is True:
+            args.append(f"--{flag}")
+        elif value is False:
+            args.append(f"--no-{flag}")
+        else:
+            args += [f"--{flag}", _arg(value)]
+    return args
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Writes multi-line text (boot config, udev rules) as readable ``|`` blocks."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str_representer)
+
+
+def dump_yaml(data: Mapping[str, Any]) -> str:
+    """YAML in the given key order, multi-line text as blocks (deterministic for equal input)."""
+    return yaml.dump(dict(data), Dumper=_BlockDumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)

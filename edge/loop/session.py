@@ -8,14 +8,11 @@ runtime gets the same outputs, status file and summary.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from ..errors import ConfigError
 from ..fsutil import write_json
 from .config import RunConfig
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..classifier import Classifier
 
 log = logging.getLogger("edgesight")
 
@@ -72,9 +69,10 @@ def make_sinks(cfg: RunConfig, echo: Callable[[str], None] = print) -> list:
     return out + [S.AsyncSink(s) for s in made]
 
 
-def run_session(clf: "Classifier", cfg: RunConfig, echo: Callable[[str], None] = print,
+def run_session(clf: Any, cfg: RunConfig, echo: Callable[[str], None] = print,
                 err: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Classify ``cfg.source`` with ``clf`` into the outputs of ``cfg`` until the source ends, a
+    """Classify ``cfg.source`` with ``clf`` (a :class:`~edgesight.edge.classifier.Classifier`)
+    into the outputs of ``cfg`` until the source ends, a
     limit is reached, or SIGINT/SIGTERM arrives (the current frame is finished, every output
     flushed).
 

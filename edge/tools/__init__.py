@@ -1,0 +1,1 @@
+"""Batch tools on a bundle: classifying files, benchmarking, checking a machine (``doctor``)."""

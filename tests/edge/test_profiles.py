@@ -30,8 +30,9 @@ from edgesight.edge.fleet.archive import (
 )
 from edgesight.edge.errors import BundleError, ProfileError
 from edgesight.edge.fleet.profiles import builtin_dir, list_presets, list_profiles, load_preset, load_profile, resolve
-from edgesight.edge.fleet.render import render_unit, train_args
+from edgesight.edge.fleet.render import render_unit
 from edgesight.edge.fleet.runsettings import RunSettings, run_args
+from edgesight.edge.fleet.settings import train_args
 from edgesight.edge.model.spec import ModelInfo, PreprocessSpec, write_model_info
 from tests.conftest import run_cli
 
@@ -150,7 +151,9 @@ def test_unknown_keys_at_every_level(tmp_path):
     (lambda d: d["os"].update(apt=["python3-venv", 3]), "os.apt[1]: expected text, got the number 3"),
     (lambda d: d.update(runtime=[1]), "runtime: expected a mapping of key: value, got a list"),
     (lambda d: d["runtime"].update(device="tpu"), "runtime.device: 'tpu' is not cpu, coral, coral:usb or coral:pci"),
-    (lambda d: d["runtime"].update(threshold=1.5), "runtime.threshold: 1.5 must be a probability between 0 and 1"),
+    (lambda d: d["runtime"].update(threshold=1.5), "runtime.threshold must be between 0 and 1, got 1.5"),
+    (lambda d: d["runtime"].update(smooth=0), "runtime.smooth must be at least 1, got 0"),
+    (lambda d: d["runtime"].update(mqtt_qos=3), "runtime.mqtt_qos must be between 0 and 2, got 3"),
     (lambda d: d["runtime"].update(mqtt="http://broker/x"), "runtime.mqtt: MQTT URL 'http://broker/x' must start with mqtt://"),
     (lambda d: d["os"].update(requirements=["numpy>=1.26"]), "os.requirements[0]: 'numpy>=1.26' is not pinned; write name==version"),
     (lambda d: d.pop("description"), "description: missing; this key is required"),
@@ -215,6 +218,13 @@ def test_run_settings_are_run_options():
     flags = run_flags()
     missing = [f.name for f in RunSettings.__dataclass_fields__.values() if "--" + f.name.replace("_", "-") not in flags]
     assert missing == []
+    # derived from RunConfig: a run option is a profile key unless it is for a person at a terminal
+    from edgesight.edge import options
+    from edgesight.edge.loop.config import RunConfig
+
+    assert set(RunSettings.__dataclass_fields__) == {s.name for s in options.specs(RunConfig)} - {
+        "labels", "realtime", "loop", "display", "save", "review_dir", "review_label", "review_max_mb", "max_frames",
+        "duration", "frame_workers"}
 
 
 @pytest.mark.parametrize("preset", [None] + PRESETS)

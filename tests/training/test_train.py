@@ -277,5 +277,5 @@ def test_train_cli_time_limit_keeps_the_best_epoch(tmp_path):
     assert 1 <= m["best_epoch"] <= m["epochs_run"]
     assert len(json.loads((out / "history.json").read_text())["loss"]) == m["epochs_run"]
     assert yaml.safe_load((out / "config.yaml").read_text())["time_limit"] == 4.0
-    with pytest.raises(ConfigError, match="time_limit must be 0"):
+    with pytest.raises(ConfigError, match="time_limit must be at least 0, got -1"):
         TrainConfig(time_limit=-1)
