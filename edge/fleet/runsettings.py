@@ -17,8 +17,9 @@ from dataclasses import replace as dc_replace
 from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 from .. import options
-from ..errors import ConfigError, ProfileError
+from ..errors import ConfigError, EdgesightError, ProfileError
 from ..loop.config import RunConfig
+from ..model.preprocess import parse_roi
 
 DEVICE_RE = re.compile(r"cpu|coral(:(usb|pci)(:\d+)?)?")
 
@@ -134,13 +135,11 @@ def _check_runtime(rs: Any, where: str, key: str = "runtime") -> None:
 
 
 def _parse_roi(text: str, where: str, key: str) -> Tuple[int, int, int, int]:
+    """``x,y,w,h`` as ``edgesight run --roi`` reads it; the error names ``where`` and the key."""
     try:
-        x, y, w, h = (int(v) for v in text.split(","))
-    except ValueError:
-        raise ProfileError(f"{where}: {key}.roi: '{text}' is not x,y,w,h in pixels, e.g. 100,80,400,400") from None
-    if w <= 0 or h <= 0 or x < 0 or y < 0:
-        raise ProfileError(f"{where}: {key}.roi: '{text}': width and height must be positive, x and y not negative")
-    return x, y, w, h
+        return parse_roi(text)
+    except EdgesightError as e:
+        raise ProfileError(f"{where}: {key}.roi: {str(e).split(': ', 1)[-1]}") from None
 
 
 def frame_size(rs: RunSettings) -> Optional[Tuple[int, int]]:
