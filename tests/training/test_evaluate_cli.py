@@ -93,7 +93,7 @@ def test_train_cli_with_config_file_and_flag_override(tmp_path, capsys):
 def test_train_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("epochz: 3\n")
     code, _, err = run_cli(["train", "--config", tmp_path / "bad.yaml"], capsys)
-    assert code == 1 and err.startswith(f"error: {tmp_path / 'bad.yaml'}: unknown key(s) epochz")
+    assert code == 1 and err.startswith(f"error: {tmp_path / 'bad.yaml'}: unknown key 'epochz'; valid keys are data, out, model,")
     code, _, err = run_cli(["train", tmp_path / "missing"], capsys)
     assert code == 1 and err.strip() == f"error: {tmp_path / 'missing'}: no such file or folder; give a folder of class sub-folders or a CSV manifest"
     code, _, err = run_cli(["train", tmp_path, "--model", "resnet9"], capsys)
