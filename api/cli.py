@@ -82,7 +82,14 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: user errors become one line on stderr and exit status 1."""
     args = list(sys.argv[1:] if argv is None else argv)
-    verbose = "-v" in args or "--verbose" in args or bool(os.environ.get("EDGESIGHT_VERBOSE"))
+    # the same reading of EDGESIGHT_VERBOSE as click's flag (0, false, no, off: not verbose)
+    env = os.environ.get("EDGESIGHT_VERBOSE", "").strip().lower()
+    verbose = "-v" in args or "--verbose" in args or env not in ("", "0", "false", "no", "off", "n", "f")
+    if not verbose:
+        # OpenCV's and FFmpeg's own warnings (a camera that does not open, a damaged video)
+        # duplicate the one-line error edgesight prints; -v keeps them.
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         rv = cli.main(args=args, prog_name="edgesight", standalone_mode=False)
     except click.exceptions.Abort:

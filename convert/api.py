@@ -88,6 +88,10 @@ class ConversionReport:
     def __fspath__(self) -> str:
         return str(self.bundle)
 
+    def __truediv__(self, name: str) -> Path:
+        """A file of the bundle: ``report / "model.tflite"``."""
+        return self.bundle / name
+
 
 def convert(source: PathLike, out: PathLike, *, config: Optional[PathLike] = None, progress: bool = True,
             **opts: Any) -> ConversionReport:

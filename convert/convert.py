@@ -112,12 +112,33 @@ def bundle_info(info: ModelInfo, clf: TFLiteClassifier, tflite: bytes, cfg: Conv
     )
 
 
+def check_out(out: Path, source: Path, replace_bundle: bool = True) -> None:
+    """Refuse an ``--out`` whose replacement would lose data: the source itself or a folder
+    holding it, a file, or a non-empty folder that is not a model bundle. An earlier bundle is
+    replaced when ``replace_bundle``."""
+    if not out.exists():
+        return
+    o, s = out.resolve(), source.resolve()
+    if o == s or o in s.parents:
+        raise BundleError(f"{out}: is or holds the model being converted ({source}); choose another --out")
+    if not out.is_dir():
+        raise BundleError(f"{out}: exists and is not a folder; choose another --out")
+    if not any(out.iterdir()):
+        return
+    is_bundle = (out / "model.json").is_file() and (out / "conversion_report.json").is_file()
+    if not is_bundle:
+        raise BundleError(f"{out}: exists and is not a model bundle (no model.json and conversion_report.json); "
+                          "choose another --out, nothing was written")
+    if not replace_bundle:
+        raise BundleError(f"{out}: a bundle is already there; choose another --out")
+
+
 def convert_source(
     source: Path,
     out: Path,
     cfg: ConvertConfig,
     progress: bool = True,
-    overwrite: bool = True,
+    overwrite: bool = True,  # replace an earlier bundle at ``out`` (never anything else)
     verbose: bool = False,
 ) -> ConversionResult:
     """Convert, verify and write the bundle. Inputs are validated before conversion starts.
@@ -142,8 +163,7 @@ def convert_source(
 
     t0 = time.time()
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise BundleError(f"{out}: already exists; choose another --out or pass --overwrite")
+    check_out(out, Path(source), overwrite)
     paths = [Path(p) if p else None for p in (cfg.labels, cfg.calib, cfg.eval_data)]
     model, info, run_dir, calib_samples, eval_samples = _sources(source, *paths, cfg, cfg.trust_model)
     spec = info.preprocess

@@ -76,9 +76,15 @@ class Classifier:
 
     def __init__(self, bundle: Union[str, Path], *, labels: Optional[Union[str, Path]] = None,
                  device: str = "cpu", threads: Optional[int] = None) -> None:
-        if threads is not None and threads < 1:
-            raise ConfigError(f"threads must be at least 1, got {threads}")
+        from .loop.config import RunConfig
+
+        # The same checks as `edgesight run --device/--threads/--labels`.
+        RunConfig(device=device, threads=threads)
+        if labels is not None and not Path(labels).is_file():
+            raise ConfigError(f"labels: '{labels}' is not a file")
         self.device = device
+        # A LiteRT interpreter serves one thread at a time: calls from several threads queue here.
+        self._lock = threading.Lock()
         self.bundle: Bundle = load_bundle(Path(bundle), labels_arg(Path(labels) if labels else None),
                                           prefer_edgetpu=device.startswith("coral"))
         self.backend = load_backend()
@@ -107,19 +113,37 @@ class Classifier:
     def _pixels(self, image: ImageLike) -> np.ndarray:
         spec = self.bundle.info.preprocess
         if isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)) or 0 in image.shape:
                 raise EdgesightError(f"expected a BGR uint8 image (HxWx3), got {image.dtype} {image.shape}")
             return frame_to_pixels(_as_bgr(image), spec)
+        if not isinstance(image, (str, Path)):
+            hint = " (cv2.imread returns None for a file it cannot read)" if image is None else ""
+            raise EdgesightError(f"expected an image path or a BGR uint8 numpy frame, got {type(image).__name__}{hint}")
         return prepare_image(read_image(Path(image), spec.color), spec)
+
+    def _open(self) -> TFLiteClassifier:
+        if self.model is None:
+            raise EdgesightError("this Classifier is closed; make a new one")
+        return self.model
 
     def __call__(self, image: ImageLike, *, top_k: int = 3, threshold: float = 0.0) -> Prediction:
         """Classify one image: a file path or a BGR ``uint8`` frame (OpenCV's convention).
 
+        Args:
+            top_k: entries of the model output returned in ``top_k`` (at least 1).
+            threshold: below this probability the label is ``unknown`` (0 to 1).
+
         Raises:
             ImageReadError: the file is not a readable image.
+            ConfigError: ``top_k`` or ``threshold`` out of range.
         """
+        _check_decision(top_k, threshold)
+        model = self._open()
         decide = Decider(self.bundle.info.labels, threshold=threshold, k=top_k)
-        label, score, top, _ = decide(self.model.predict(self._pixels(image)))
+        pixels = self._pixels(image)
+        with self._lock:
+            scores = model.predict(pixels)
+        label, score, top, _ = decide(scores)
         path = None if isinstance(image, np.ndarray) else str(image)
         return Prediction(label, float(score), tuple((lab, float(v)) for lab, v in top), path)
 
@@ -131,6 +155,7 @@ class Classifier:
             ``(predictions, skipped)``: one :class:`Prediction` per readable image and
             ``(path, reason)`` per unreadable one.
         """
+        _check_decision(top_k, threshold)
         done: List[Prediction] = []
         skipped: List[Tuple[str, str]] = []
         for path in paths:
@@ -154,38 +179,59 @@ class Classifier:
         ``height``, ``fps``, ``realtime``, ``loop``. Outputs (``jsonl``, ``http``...) belong to
         ``edgesight run``; here the caller consumes the results.
 
-        Live sources keep only the newest frame, so a slow consumer sees fewer frames, never
-        older ones; a file or folder yields every frame in order. Leaving the ``for`` loop
-        (``break``) stops the source.
+        A live source (a camera, a stream, ``realtime`` playback) yields the newest result each
+        time the caller asks, dropping older ones it did not take; a file or folder yields every
+        frame in order. Leaving the ``for`` loop (``break``) stops the source. The stream runs
+        on an interpreter of its own, so calling the classifier meanwhile is safe.
+
+        Raises:
+            ConfigError: an unknown option or a value out of range (at the call, before any
+                frame is read).
         """
         from .loop.config import RunConfig
+
+        cfg = _stream_config(RunConfig, source, options)
+        model = self._open()
+        # CPU interpreters are cheap to duplicate; a delegate's device is not, so it is shared.
+        worker = model if model.has_delegates else model.clone(num_threads=model.cpu_threads)
+        return self._stream(cfg, worker)
+
+    def _stream(self, cfg: Any, model: TFLiteClassifier) -> Iterator[Result]:
         from .loop.runner import StopFlag, run_loop
         from .sinks import Sink
         from .sources import open_source
 
-        cfg = _stream_config(RunConfig, source, options)
         results: "queue.Queue[Any]" = queue.Queue(maxsize=8)
         stop = StopFlag()
         done = object()
+        live = threading.Event()
 
         class _Yield(Sink):
-            # Waits for room, so a file's every frame reaches the caller in order; a camera
-            # source drops stale frames itself, before they are classified.
             def write(self, frame: Frame, result: Result, annotated: Optional[np.ndarray]) -> None:
                 while not stop.is_set():
-                    try:
-                        results.put(result, timeout=0.1)
+                    if live.is_set():
+                        # a camera's consumer wants the newest result, not a backlog: only this
+                        # thread puts, so after the drain there is room
+                        _drain(results)
+                        results.put_nowait(result)
                         return
-                    except queue.Full:
-                        continue
+                    else:
+                        # a file's every result reaches the consumer, in order
+                        try:
+                            results.put(result, timeout=0.1)
+                            return
+                        except queue.Full:
+                            continue
 
         failure: List[BaseException] = []
 
         def work() -> None:
             try:
                 with open_source(cfg.source, width=cfg.width, height=cfg.height, fps=cfg.fps, realtime=cfg.realtime,
-                                 loop=cfg.loop, compute_threads=self.model.cpu_threads) as src:
-                    run_loop(self.model, self.bundle.info, src, [_Yield()], cfg.updated(stats_interval=0),
+                                 loop=cfg.loop, compute_threads=model.cpu_threads) as src:
+                    if getattr(src, "live", False) or cfg.realtime:
+                        live.set()
+                    run_loop(model, self.bundle.info, src, [_Yield()], cfg.updated(stats_interval=0),
                              stop, printer=log.info)
             except BaseException as e:  # handed to the consumer's thread below
                 failure.append(e)
@@ -195,8 +241,8 @@ class Classifier:
                         results.put(done, timeout=0.1)
                         break
                     except queue.Full:
-                        if stop.is_set():
-                            _drain(results)
+                        if stop.is_set() or live.is_set():
+                            _drop_oldest(results)
 
         thread = threading.Thread(target=work, name="edgesight-stream", daemon=True)
         thread.start()
@@ -246,6 +292,21 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     return image
+
+
+def _check_decision(top_k: Any, threshold: Any) -> None:
+    from .loop.config import RunConfig
+    from .options import check_value, spec
+
+    check_value(spec(RunConfig, "top_k"), top_k, "")
+    check_value(spec(RunConfig, "threshold"), threshold, "")
+
+
+def _drop_oldest(q: "queue.Queue[Any]") -> None:
+    try:
+        q.get_nowait()
+    except queue.Empty:
+        pass
 
 
 def _drain(q: "queue.Queue[Any]") -> None:

@@ -42,10 +42,13 @@ class Option:
         choices: the allowed values of a string option.
         min, max: the closed range of a number (``min_open``: the lower bound is excluded).
         cli: False for options that exist only in files and the Python API.
-        negatable: a boolean that defaults to True gets ``--flag/--no-flag``.
+        negatable: ``--no-flag`` is how a command line says False (a boolean that defaults to
+            True); every boolean flag has the ``--no-`` form, this says which one ``to_args`` writes.
         envvar: an environment variable that sets the flag.
         metavar: the placeholder shown in ``--help``.
         exists: the value is a path that must exist: ``file``, ``dir`` or ``any``.
+        int_as_text: a whole number is accepted for this text option and kept as text (camera
+            index ``0``, GPIO pin ``17``, port ``8080`` written without quotes in YAML).
     """
 
     help: str = ""
@@ -60,6 +63,7 @@ class Option:
     envvar: Optional[str] = None
     metavar: Optional[str] = None
     exists: Optional[str] = None
+    int_as_text: bool = False
 
 
 def option(default: Any = MISSING, help: str = "", **kw: Any) -> Any:
@@ -154,6 +158,8 @@ def check_value(s: Spec, value: Any, where: str) -> Any:
             raise ConfigError(f"{key} should be {s.type_name}, got {type(value).__name__} {value!r}")
         single = dataclasses.replace(s, multiple=False, optional=False)
         return tuple(check_value(single, v, where) for v in items)
+    if s.base is str and s.opt.int_as_text and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     ok = {
         str: isinstance(value, str),
         int: isinstance(value, int) and not isinstance(value, bool),
@@ -215,6 +221,24 @@ def from_mapping(cls: Type[T], data: Any, where: str, *, allowed: Optional[Seque
     return out
 
 
+def yaml_loader() -> type:
+    """A safe YAML loader that also reads ``1e-3`` as a number (YAML 1.1, PyYAML's dialect,
+    wants ``1.0e-3``; people write ``1e-3``)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+    return Loader
+
+
 def read_file(path: Union[str, Path]) -> Any:
     """The parsed content of a YAML (or JSON) file, with one-line errors naming it."""
     import yaml
@@ -227,7 +251,7 @@ def read_file(path: Union[str, Path]) -> Any:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a text file (expected YAML)") from e
     try:
-        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        return json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=yaml_loader())
     except (yaml.YAMLError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({first})") from e
@@ -248,17 +272,21 @@ def make(cls: Type[T], values: Mapping[str, Any], where: str = "") -> T:
 
 # Click
 
-def click_options(cls: type, *, exclude: Sequence[str] = (), only: Optional[Sequence[str]] = None) -> Callable:
+def click_options(cls: type, *, exclude: Sequence[str] = (), only: Optional[Sequence[str]] = None,
+                  helps: Optional[Mapping[str, str]] = None) -> Callable:
     """Decorator adding one click option per CLI field of ``cls``.
 
     :func:`build` tells the flags given on the command line from defaults by click's parameter
-    source, so a ``--config`` file fills only what was not typed.
+    source, so a ``--config`` file fills only what was not typed. ``helps`` replaces the help
+    of options whose meaning narrows in this command.
     """
     import click
 
     def decorate(f: Callable) -> Callable:
         chosen = [s for s in specs(cls) if s.opt.cli and s.name not in exclude and (only is None or s.name in only)]
         for s in reversed(chosen):
+            if helps and s.name in helps:
+                s = dataclasses.replace(s, opt=dataclasses.replace(s.opt, help=helps[s.name]))
             f = _click_option(click, s)(f)
         return f
 
@@ -275,12 +303,10 @@ def _click_option(click: Any, s: Spec) -> Callable:
     # Click gets the real default (so --help shows it); `given` tells a flag the user typed from
     # a default by its parameter source, which lets a --config file fill what was not typed.
     kw["default"] = default
-    kw["show_default"] = default not in (None, "", (), False)
+    kw["show_default"] = default is not None and default != "" and default != () and default is not False
     if s.base is bool:
-        if o.negatable:
-            decls = [f"{s.flag}/--no-{s.flag[2:]}"]
-        else:
-            kw["is_flag"] = True
+        # Every switch has an off form, so a flag can undo what a --config file turned on.
+        decls = [f"{s.flag}/--no-{s.flag[2:]}"] + (["-" + o.short] if o.short else [])
         return click.option(*decls, s.name, **kw)
     if o.choices is not None:
         kw["type"] = click.Choice(list(o.choices))
@@ -311,12 +337,17 @@ def given(ctx: Any, names: Sequence[str]) -> Dict[str, Any]:
     return out
 
 
-def build(cls: Type[T], ctx: Any, config: Optional[Union[str, Path]] = None, **fixed: Any) -> T:
+def build(cls: Type[T], ctx: Any, config: Optional[Union[str, Path]] = None,
+          adjust: Optional[Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]] = None, **fixed: Any) -> T:
     """``cls`` from its defaults, then ``config`` (a YAML/JSON file), then the flags the user
-    gave on the command line, then ``fixed`` (arguments such as DATA)."""
+    gave on the command line, then ``fixed`` (arguments such as DATA). ``adjust(values,
+    flags)`` may settle options that depend on each other."""
     values: Dict[str, Any] = load_file(cls, config) if config else {}
-    values.update(given(ctx, [s.name for s in specs(cls) if s.opt.cli]))
+    flags = given(ctx, [s.name for s in specs(cls) if s.opt.cli])
+    values.update(flags)
     values.update({k: v for k, v in fixed.items() if v is not None})
+    if adjust is not None:
+        values = adjust(values, flags)
     return make(cls, values, str(config) if config else "")
 
 

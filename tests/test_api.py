@@ -95,9 +95,9 @@ def test_leaving_a_stream_early_stops_its_source(color_bundle):
 def test_api_options_are_checked_like_the_cli(color_bundle, tmp_path):
     clf = es.Classifier(color_bundle)
     with pytest.raises(es.ConfigError, match="threshold must be between 0 and 1, got 2"):
-        next(clf.stream("synthetic", threshold=2))
+        clf.stream("synthetic", threshold=2)
     with pytest.raises(es.ConfigError, match=r"stream\(\): unknown option\(s\) jsonl"):
-        next(clf.stream("synthetic", jsonl="x.jsonl"))
+        clf.stream("synthetic", jsonl="x.jsonl")
     with pytest.raises(es.ConfigError, match="threads must be at least 1, got 0"):
         es.Classifier(color_bundle, threads=0)
     with pytest.raises(es.ConfigError, match=r"train\(\): unknown key 'epoch'; valid keys are"):
@@ -116,3 +116,49 @@ def test_convert_is_the_package_and_the_function():
     import edgesight.convert.config  # noqa: F401  (binds edgesight.convert to the package)
 
     assert callable(es.convert) and es.convert.config.ConvertConfig is es.ConvertConfig
+
+
+def test_a_slow_consumer_of_a_live_stream_gets_the_newest_result(color_bundle):
+    import time
+
+    clf = es.Classifier(color_bundle)
+    got = []
+    for r in clf.stream("synthetic:64x48@100", max_frames=40):
+        got.append(r.frame_index)
+        if len(got) == 4:
+            break
+        time.sleep(0.2)  # 20 frames arrive meanwhile
+    # each result taken after a pause is a recent frame, not the next one in a backlog
+    assert all(b - a >= 5 for a, b in zip(got[1:], got[2:])), got
+
+
+def test_calling_the_classifier_during_a_stream_gives_the_same_labels(color_bundle, color_data):
+    clf = es.Classifier(color_bundle)
+    files = sorted((color_data / "blue").iterdir())[:6]
+    alone = [clf(f).label for f in files]
+    during = []
+    for r in clf.stream(str(color_data / "red")):
+        during.append(clf(files[len(during) % len(files)]).label)
+        assert r.label == "red"
+    assert during[:6] == alone and len(during) == 20
+
+
+def test_bad_arguments_are_named(color_bundle):
+    clf = es.Classifier(color_bundle)
+    with pytest.raises(es.ConfigError, match="device 'gpu' is not cpu, coral"):
+        es.Classifier(color_bundle, device="gpu")
+    with pytest.raises(es.ConfigError, match="threads should be an integer"):
+        es.Classifier(color_bundle, threads="2")
+    with pytest.raises(es.ConfigError, match="threshold must be between 0 and 1, got 50"):
+        clf(np.zeros((8, 8, 3), np.uint8), threshold=50)
+    with pytest.raises(es.ConfigError, match="top_k must be at least 1, got 0"):
+        clf(np.zeros((8, 8, 3), np.uint8), top_k=0)
+    with pytest.raises(es.EdgesightError, match="cv2.imread returns None"):
+        clf(None)
+    with pytest.raises(es.EdgesightError, match=r"expected a BGR uint8 image \(HxWx3\), got uint8 \(0, 0, 3\)"):
+        clf(np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(es.ConfigError, match="threshold must be between 0 and 1"):
+        clf.stream("synthetic", threshold=5)  # checked at the call, before iterating
+    clf.close()
+    with pytest.raises(es.EdgesightError, match="this Classifier is closed"):
+        clf(np.zeros((8, 8, 3), np.uint8))

@@ -89,14 +89,18 @@ class TrainedRun:
     def __fspath__(self) -> str:
         return str(self.path)
 
+    def __truediv__(self, name: str) -> Path:
+        """A file of the run: ``run / "metrics.json"``."""
+        return self.path / name
 
-def train(data: PathLike, out: PathLike = "runs/train", *, config: Optional[PathLike] = None,
+
+def train(data: PathLike, out: Optional[PathLike] = None, *, config: Optional[PathLike] = None,
           progress: bool = True, **opts: Any) -> TrainedRun:
     """Train a classifier on a folder of labelled images (needs the ``train`` extra).
 
     Args:
         data: class folders (optionally under ``train/ val/ test/``) or a CSV of path,label rows.
-        out: the run folder to create.
+        out: the run folder to create (default: the config file's ``out``, else ``runs/train``).
         config: a YAML file of options, as ``edgesight train --config``; keywords win over it.
         progress: show progress bars.
         **opts: any ``edgesight train`` option by field name (``model``, ``epochs``,
@@ -113,8 +117,10 @@ def train(data: PathLike, out: PathLike = "runs/train", *, config: Optional[Path
     from .train import run_train
 
     values = _options.load_file(TrainConfig, config) if config else {}
-    values.update(_options.from_mapping(TrainConfig, opts, "train()"))
-    values.update(data=os.fspath(data), out=os.fspath(out))
+    given = _options.from_mapping(TrainConfig, {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in opts.items()}, "train()")
+    values.update(given)
+    values.update(data=os.fspath(data), **({"out": os.fspath(out)} if out is not None else {}))
+    values = TrainConfig.size_given(values, given)
     cfg = _options.make(TrainConfig, values, str(config) if config else "")
     res = run_train(cfg, progress=progress)
     return TrainedRun(

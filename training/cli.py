@@ -31,7 +31,7 @@ def train(ctx: click.Context, data: Optional[Path], config_path: Optional[Path],
     from .config import TrainConfig
     from .train import run_train
 
-    cfg = options.build(TrainConfig, ctx, config_path, data=str(data) if data is not None else None)
+    cfg = options.build(TrainConfig, ctx, config_path, adjust=TrainConfig.size_given, data=str(data) if data is not None else None)
     if not cfg.data:
         raise ConfigError("no training data: give DATA or 'data:' in --config")
     run_train(cfg)

@@ -79,13 +79,27 @@ class TrainConfig:
         return asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """The options as ``--config`` reads them; ``overwrite`` is left out (it is what one run
+        was allowed to do, not a setting to repeat)."""
+        d = self.to_dict()
+        d.pop("overwrite")
+        return yaml.safe_dump(d, sort_keys=False)
 
     def save(self, path: Path) -> None:
         write_text(path, self.to_yaml())
 
     def updated(self, **changes: Any) -> "TrainConfig":
         return replace(self, **changes)
+
+    @staticmethod
+    def size_given(values: Dict[str, Any], given: Mapping[str, Any]) -> Dict[str, Any]:
+        """``values`` where an ``img_size`` given on the command line (or as a keyword) wins
+        over the ``img_height``/``img_width`` of a config file, as a flag wins over a file."""
+        if given.get("img_size") is not None:
+            for key in ("img_height", "img_width"):
+                if key not in given:
+                    values[key] = None
+        return values
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], where: str = "config") -> "TrainConfig":

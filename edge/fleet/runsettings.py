@@ -18,18 +18,14 @@ from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 from .. import options
 from ..errors import ConfigError, EdgesightError, ProfileError
-from ..loop.config import RunConfig
+from ..loop.config import DEVICE_RE, RunConfig
 from ..model.preprocess import parse_roi
-
-DEVICE_RE = re.compile(r"cpu|coral(:(usb|pci)(:\d+)?)?")
 
 # The ``edgesight run`` options a device profile or use-case preset may set. The rest are for a
 # person at a terminal (a window, a recording, a time limit), come from the bundle (labels), or
 # come from ``review:`` (``ReviewSettings``).
 NOT_IN_PROFILES = ("labels", "realtime", "loop", "display", "save", "review_dir", "review_label", "review_max_mb",
                    "max_frames", "duration", "frame_workers")
-# A YAML integer is accepted and kept as text for these (camera index 0, GPIO pin 17, port 8080).
-INT_AS_TEXT = ("source", "http", "gpio")
 
 
 def _merged(self: Any, over: Any) -> Any:
@@ -49,7 +45,7 @@ def _run_settings() -> type:
     cls = make_dataclass(
         "RunSettings",
         [(s.name, Optional[Tuple[s.base, ...]] if s.multiple else Optional[s.base],
-          field(default=None, metadata={"int_ok": s.name in INT_AS_TEXT})) for s in specs],
+          field(default=None, metadata={"int_ok": s.opt.int_as_text})) for s in specs],
         frozen=True,
         namespace={"merged": _merged, "to_dict": _to_dict, "__module__": __name__,
                    "__doc__": "Options of ``edgesight run`` set by a profile; each field is the flag of the same name, "

@@ -7,6 +7,7 @@ profiles and use-case presets, a deploy archive's ``run.args`` and the Python AP
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Optional, Tuple
 
@@ -16,6 +17,7 @@ from ..model.preprocess import parse_roi
 
 opt = options.option
 
+DEVICE_RE = re.compile(r"cpu|coral(:(usb|pci)(:\d+)?)?")
 SOURCE_HELP = ("Camera index, /dev/videoN, rtsp:// or http:// URL, video file, image folder or glob, "
                "picamera2[:WxH], synthetic[:WxH@FPS].")
 
@@ -25,7 +27,7 @@ class RunConfig:
     """Options of ``edgesight run``. Field names are the ``--config`` / profile keys; the flags
     are the same with ``-`` (``top_k`` is ``--top-k``)."""
 
-    source: str = opt("0", SOURCE_HELP, short="s", envvar="EDGESIGHT_SOURCE")
+    source: str = opt("0", SOURCE_HELP, short="s", envvar="EDGESIGHT_SOURCE", int_as_text=True)
     labels: Optional[str] = opt(None, "labels.txt for a bare .tflite without metadata.", exists="file")
     device: str = opt("cpu", "cpu, or coral / coral:usb / coral:pci for an Edge TPU.", envvar="EDGESIGHT_DEVICE")
     threads: Optional[int] = opt(None, "Interpreter threads (default 1). Cameras: all on the newest frame. "
@@ -45,11 +47,11 @@ class RunConfig:
     save: Optional[str] = opt(None, "Write the annotated video (.mp4 or .avi).", metavar="FILE")
     jsonl: Optional[str] = opt(None, "Write one JSON event per result.", metavar="FILE")
     on_change_only: bool = opt(False, "JSONL and MQTT: only results whose label changed.")
-    http: Optional[str] = opt(None, "Serve the live annotated stream and /status on HOST:PORT (127.0.0.1 unless a host is given).", metavar="HOST:PORT")
+    http: Optional[str] = opt(None, "Serve the live annotated stream and /status on HOST:PORT (127.0.0.1 unless a host is given).", metavar="HOST:PORT", int_as_text=True)
     mqtt: Optional[str] = opt(None, "Publish results to mqtt://[user:pass@]host[:port]/topic/prefix.", metavar="URL")
     mqtt_qos: int = opt(0, "MQTT quality of service.", min=0, max=2)
     mqtt_retain: bool = opt(False, "Retain the last label message on the broker.")
-    gpio: Optional[str] = opt(None, "Pulse this GPIO pin (BCM) when a --gpio-on label is reported.", metavar="PIN")
+    gpio: Optional[str] = opt(None, "Pulse this GPIO pin (BCM) when a --gpio-on label is reported.", metavar="PIN", int_as_text=True)
     gpio_on: Tuple[str, ...] = opt((), "Label that triggers the GPIO pulse (repeatable).", metavar="LABEL")
     gpio_pulse_ms: float = opt(100.0, "Length of the GPIO pulse in milliseconds.", min=0.0, min_open=True)
     review_dir: Optional[str] = opt(None, "Save frames reported as a --review-label here as JPEG, for review.", metavar="DIR")
@@ -72,6 +74,8 @@ class RunConfig:
             if isinstance(value, (list, str)):
                 object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         options.validate(self)
+        if not DEVICE_RE.fullmatch(self.device):
+            raise ConfigError(f"device '{self.device}' is not cpu, coral, coral:usb or coral:pci")
         if self.roi is not None:
             parse_roi(self.roi)
         if self.display and self.headless:

@@ -265,3 +265,19 @@ def test_bundle_sha256_and_bare_tflite_labels(int8_bundle, tmp_path):
     (copy / "model.tflite").write_bytes(bytes(data))
     with pytest.raises(BundleError, match="model.tflite: sha256 does not match .*model.json"):
         load_bundle(copy)
+
+
+def test_out_never_replaces_data_that_is_not_a_bundle(trained_run, tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    victim = tmp_path / "photos"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("keep me")
+    code, out, err = run_cli(["convert", trained_run, "-o", victim, "--quant", "float32"], capsys)
+    assert code == 1 and "photos: exists and is not a model bundle" in err
+    assert (victim / "notes.txt").read_text() == "keep me"
+    code, out, err = run_cli(["convert", trained_run, "-o", trained_run, "--quant", "float32"], capsys)
+    assert code == 1 and "is or holds the model being converted" in err
+    code, out, err = run_cli(["convert", trained_run, "-o", trained_run.parent, "--quant", "float32"], capsys)
+    assert code == 1 and "is or holds the model being converted" in err
+    assert (trained_run / "model.keras").is_file()

@@ -50,3 +50,31 @@ def test_ranges_are_checked_in_files_and_in_python(tmp_path):
         TrainConfig(epochs=0)
     with pytest.raises(ConfigError, match="learning_rate must be greater than 0, got -0.1"):
         TrainConfig(learning_rate=-0.1)
+
+
+def test_yaml_exponents_are_numbers_and_overwrite_is_not_saved(tmp_path):
+    (tmp_path / "e.yaml").write_text("learning_rate: 1e-3\nfine_tune_lr: 5E-6\n")
+    cfg = TrainConfig.from_yaml(tmp_path / "e.yaml")
+    assert cfg.learning_rate == 1e-3 and cfg.fine_tune_lr == 5e-6
+    TrainConfig(overwrite=True, img_height=24, img_width=24).save(tmp_path / "c.yaml")
+    assert "overwrite" not in (tmp_path / "c.yaml").read_text()
+
+
+def test_a_flag_wins_over_a_saved_config(tmp_path):
+    import click
+    from click.testing import CliRunner
+
+    from edgesight.edge import options
+
+    TrainConfig(img_height=24, img_width=24, epochs=3, hflip=True).save(tmp_path / "c.yaml")
+
+    @click.command()
+    @options.click_options(TrainConfig)
+    @click.pass_context
+    def cmd(ctx, **_):
+        cfg = options.build(TrainConfig, ctx, tmp_path / "c.yaml", adjust=TrainConfig.size_given)
+        click.echo(f"{cfg.input_size(64)} {cfg.epochs} {cfg.hflip}")
+
+    r = CliRunner().invoke(cmd, ["--img-size", "32", "--no-hflip"])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == "(32, 32) 3 False"
