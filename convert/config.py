@@ -21,7 +21,8 @@ class ConvertConfig:
     the flags are the same with ``-``.
 
     ``labels``, ``calib`` and ``eval_data`` matter for a bare ``.keras`` file (a run folder
-    knows its labels and its train/test split).
+    knows its labels and its train/val/test split). ``calibrate`` fits the temperature on the
+    run's validation split, or on the held-out part of a labelled ``calib`` dataset.
     """
 
     quant: str = opt("int8", "int8 (full integer), float16, dynamic (int8 weights, float activations) or float32.", choices=QUANT_MODES)
@@ -30,6 +31,7 @@ class ConvertConfig:
     max_drop: float = opt(1.0, "Largest tolerated top-1 accuracy drop in percentage points; exit 1 beyond it.", min=0.0)
     edgetpu: bool = opt(False, "Edge TPU: full int8, uint8 I/O, batch 1, op compatibility report; compiles when edgetpu_compiler is installed.")
     per_tensor: bool = opt(False, "Per-tensor instead of per-channel weight quantisation.")
+    calibrate: bool = opt(True, "Fit a temperature on the validation split and bake it into the model, so its scores are probabilities.", negatable=True)
     labels: Optional[str] = opt(None, "labels.txt for a bare .keras file.", exists="file")
     calib: Optional[str] = opt(None, "Calibration images for a bare .keras file (dataset or plain folder).", exists="any")
     eval_data: Optional[str] = opt(None, "Labelled images to verify on (default: the run's test split).", flag="eval", exists="any")

@@ -1,9 +1,11 @@
 """``edgesight convert``: a run folder or .keras file -> a verified model bundle.
 
 Bundle layout: ``model.tflite`` (with standard TFLite metadata: labels and normalisation),
-``labels.txt``, ``model.json`` (the preprocessing spec from training plus quantisation details
-and the sha256 of the .tflite), ``conversion_report.json``; with ``--edgetpu`` also
-``edgetpu_report.json`` and, when the compiler is installed, ``model_edgetpu.tflite``.
+``labels.txt``, ``model.json`` (the preprocessing spec from training plus quantisation details,
+the calibration temperature and the sha256 of the .tflite), ``conversion_report.json``,
+``reliability.png`` (accuracy against score, before and after calibration); with ``--edgetpu`` also
+``edgetpu_report.json`` and, when the compiler is installed, ``model_edgetpu.tflite`` (its
+sha256 in model.json's ``edgetpu_sha256``: the runtime checks it as it checks ``model.tflite``).
 The bundle is assembled in ``<out>.partial`` and moved into place when complete.
 """
 
@@ -16,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .calibrate import Calibration, fit_split, format_ece_line
 from .config import ConvertConfig
 from edgesight.edge import __version__
 from edgesight.edge.errors import BundleError, DatasetError
 from edgesight.edge.fsutil import replace_dir, write_bytes, write_json
+from edgesight.edge.model.bundle import EDGETPU_FILE, EDGETPU_SHA_KEY, sha256_file
 from edgesight.edge.model.interpreter import TFLiteClassifier
 from edgesight.edge.model.spec import ModelInfo, write_model_info
 from edgesight.training.data import Sample, Split, make_split, scan_dataset, unlabelled_images
@@ -69,13 +73,13 @@ def _sources(source: Path, labels: Optional[Path], calib: Optional[Path], eval_d
         raise BundleError(f"{source}: model input {shape} does not match model.json ({spec.height}, {spec.width}, {spec.channels}); re-export the run")
     calib_samples: List[Sample] = []
     eval_samples: List[Sample] = []
-    split: Optional[Split] = None
+    split = Split.load(run_dir / "split.json") if run_dir is not None else None
+    calib_split: Optional[Split] = None
     if calib is not None:
         calib_samples, calib_split = calibration_samples(calib, cfg.seed)
         if calib_split is not None:
             eval_samples = calib_split.test
-    elif run_dir is not None:
-        split = Split.load(run_dir / "split.json")
+    elif split is not None:
         calib_samples = split.train
         eval_samples = split.test or split.val
     if eval_data is not None:
@@ -87,10 +91,11 @@ def _sources(source: Path, labels: Optional[Path], calib: Optional[Path], eval_d
     unknown = sorted({s.label for s in eval_samples} - set(info.labels))
     if unknown:
         raise DatasetError(f"verification data has classes the model does not know: {', '.join(unknown)}")
-    return model, info, run_dir, calib_samples, eval_samples
+    return model, info, run_dir, calib_samples, eval_samples, fit_split(split, calib_split, eval_data is not None)
 
 
-def bundle_info(info: ModelInfo, clf: TFLiteClassifier, tflite: bytes, cfg: ConvertConfig, run_dir: Optional[Path], source: Path) -> ModelInfo:
+def bundle_info(info: ModelInfo, clf: TFLiteClassifier, tflite: bytes, cfg: ConvertConfig, run_dir: Optional[Path], source: Path,
+                calibration: Optional[Calibration] = None) -> ModelInfo:
     return ModelInfo(
         labels=info.labels,
         preprocess=info.preprocess,
@@ -99,8 +104,9 @@ def bundle_info(info: ModelInfo, clf: TFLiteClassifier, tflite: bytes, cfg: Conv
         toolkit_version=__version__,
         source={**info.source, "run": str(run_dir.resolve()) if run_dir else None, "model": str(Path(source).resolve())},
         extra={
-            **{k: v for k, v in info.extra.items() if k not in ("quantization", "model_file", "sha256")},
+            **{k: v for k, v in info.extra.items() if k not in ("quantization", "model_file", "sha256", EDGETPU_SHA_KEY, "calibration")},
             "model_file": "model.tflite",
+            "calibration": (calibration or Calibration()).model_info(),
             "sha256": hashlib.sha256(tflite).hexdigest(),
             "quantization": {
                 "mode": cfg.quant,
@@ -157,6 +163,7 @@ def convert_source(
     """
     from tqdm import tqdm
 
+    from .calibrate import calibrate_model, plot_reliability
     from .metadata import embed_metadata
     from .quantize import captured_native_output, convert_keras, stratified_sample
     from edgesight.training.pipeline import load_batch
@@ -165,8 +172,12 @@ def convert_source(
     out = Path(out)
     check_out(out, Path(source), overwrite)
     paths = [Path(p) if p else None for p in (cfg.labels, cfg.calib, cfg.eval_data)]
-    model, info, run_dir, calib_samples, eval_samples = _sources(source, *paths, cfg, cfg.trust_model)
+    model, info, run_dir, calib_samples, eval_samples, fit = _sources(source, *paths, cfg, cfg.trust_model)
     spec = info.preprocess
+    # The temperature goes into the model's last Dense layer before conversion, so every
+    # converted form (and every runtime reading it) gives calibrated scores.
+    with captured_native_output(what="calibrating scores") as (stream, _):
+        cal = calibrate_model(model, spec, info.labels, fit, eval_samples, cfg.calibrate, progress, stream)
     calibration = None
     n_calib = 0
     if cfg.needs_calibration:
@@ -193,7 +204,7 @@ def convert_source(
     # The float32 reference carries the same metadata, so the size ratio compares weights only.
     float_bytes = tflite if cfg.quant == "float32" else with_metadata(float_bytes)
     with captured_native_output(what="verifying") as (stream, _):
-        verification = verify_and_size(model, tflite, float_bytes, info, eval_samples, progress, stream)
+        verification, (y, kp, qp) = verify_and_size(model, tflite, float_bytes, info, eval_samples, progress, stream)
         clf = TFLiteClassifier(tflite)
     report: Dict[str, Any] = {
         "mode": cfg.quant,
@@ -206,16 +217,23 @@ def convert_source(
         "passed": verification["accuracy_drop_pp"] <= cfg.max_drop,
         "input": clf.input.to_dict(),
         "output": clf.output_tensor.to_dict(),
+        "calibration": cal.to_dict(),
+        "ece": cal.ece(y, kp, qp),
         "toolkit_version": __version__,
     }
     if verification["distinct_predictions_quant"] == 1 and verification["distinct_predictions_float"] > 1:
         report.setdefault("warnings", []).append("the converted model predicts a single class for every image")
-    binfo = bundle_info(info, clf, tflite, cfg, run_dir, source)
+    binfo = bundle_info(info, clf, tflite, cfg, run_dir, source, cal)
 
     def finish(staging: Path) -> None:
         write_bytes(staging / "converter.log", "".join(converter_log).encode("utf-8"))
+        plot_reliability(staging / "reliability.png", y, cal.probs_before(kp), qp, cal.temperature, MODE_NAMES[cfg.quant])
         if cfg.edgetpu:
             report["edgetpu"] = _edgetpu(staging, tflite)
+            compiled = staging / EDGETPU_FILE
+            if compiled.is_file():
+                # The runtime refuses a compiled model whose sha256 model.json does not record.
+                write_model_info(staging, binfo.with_extra(**{EDGETPU_SHA_KEY: sha256_file(compiled)}))
         report["seconds"] = round(time.time() - t0, 2)
         write_json(staging / "conversion_report.json", report)
 
@@ -246,14 +264,16 @@ def save_bundle(out: Path, tflite: bytes, info: ModelInfo, extra: Optional[Calla
     return out
 
 
-def verify_and_size(model, tflite: bytes, float_bytes: bytes, info: ModelInfo, samples, progress: bool, stream=None) -> Dict[str, Any]:
-    from .verify import verify_conversion
+def verify_and_size(model, tflite: bytes, float_bytes: bytes, info: ModelInfo, samples, progress: bool, stream=None):
+    """The verification figures plus sizes, and ``(labels, keras_probs, tflite_probs)``."""
+    from .verify import compare, predict_both
 
-    v = verify_conversion(model, tflite, info, samples, progress, stream=stream)
+    y, kp, qp = predict_both(model, tflite, info, samples, progress, stream=stream)
+    v = compare(y, kp, qp, info.labels)
     v["size_bytes"] = len(tflite)
     v["float_size_bytes"] = len(float_bytes)
     v["size_ratio"] = round(len(tflite) / len(float_bytes), 4)
-    return v
+    return v, (y, kp, qp)
 
 
 def _edgetpu(staging: Path, tflite: bytes) -> Dict[str, Any]:
@@ -287,6 +307,7 @@ def format_conversion_report(report: Dict[str, Any]) -> str:
         f"{'agreement':<18}{'':>10}{report['agreement'] * 100:>13.2f}%",
         f"{'mean |dp|':<18}{'':>10}{report['mean_abs_prob_diff']:>14.4f}",
         f"{'size (.tflite)':<18}{mb(report['float_size_bytes']):>10}{mb(report['size_bytes']):>14}   ({report['size_ratio']:.2f}x)",
+        *format_ece_line(report),
         f"verified on {report['num_samples']} images ({report['verification_split']}), calibrated on {report['calibration_images']}",
     ]
     worst = sorted(report["per_class"].items(), key=lambda kv: kv[1]["change_pp"])[:3]
@@ -296,3 +317,4 @@ def format_conversion_report(report: Dict[str, Any]) -> str:
     for w in report.get("warnings", []):
         lines.append(f"warning: {w}")
     return "\n".join(lines)
+

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,6 +32,24 @@ def verify_conversion(
     Returns:
         The verification part of ``conversion_report.json``.
     """
+    y, kp, qp = predict_both(keras_model, tflite, info, samples, progress, num_threads, stream)
+    return compare(y, kp, qp, info.labels)
+
+
+def predict_both(
+    keras_model,
+    tflite: bytes,
+    info: ModelInfo,
+    samples: Sequence[Sample],
+    progress: bool = True,
+    num_threads: Optional[int] = None,
+    stream=None,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and the probabilities of the Keras and the TFLite model for ``samples``.
+
+    Returns:
+        ``(labels, keras_probs, tflite_probs)``: class indices and two ``N x K`` arrays.
+    """
     from tqdm import tqdm
 
     index = {c: i for i, c in enumerate(info.labels)}
@@ -46,9 +64,14 @@ def verify_conversion(
             images = load_batch([s.path for s in chunk], spec)
             kp[start : start + len(chunk)] = keras_model.predict(images.astype(np.float32), batch_size=64, verbose=0)
             qp[start : start + len(chunk)] = clf.predict_batch(images, progress=bar.update)
+    return y, kp, qp
+
+
+def compare(y: np.ndarray, kp: np.ndarray, qp: np.ndarray, labels: Sequence[str]) -> Dict[str, Any]:
+    """The verification figures from labels ``y`` and the two models' probabilities."""
     kpred, qpred = kp.argmax(1), qp.argmax(1)
     per_class = {}
-    for c, i in index.items():
+    for i, c in enumerate(labels):
         m = y == i
         n = int(m.sum())
         fa = float((kpred[m] == i).mean()) if n else 0.0
@@ -58,7 +81,7 @@ def verify_conversion(
     float_acc = float((kpred == y).mean())
     quant_acc = float((qpred == y).mean())
     return {
-        "num_samples": int(len(samples)),
+        "num_samples": int(len(y)),
         "float_accuracy": float_acc,
         "quant_accuracy": quant_acc,
         "accuracy_drop_pp": round((float_acc - quant_acc) * 100, 4),

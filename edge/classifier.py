@@ -68,25 +68,31 @@ class Classifier:
         device: ``cpu``, or ``coral`` / ``coral:usb`` / ``coral:pci`` for an Edge TPU (a
             ``*_edgetpu.tflite`` model uses it by itself).
         threads: interpreter threads (default 1).
+        verify: check the model against the sha256 that model.json records (``sha256``, and
+            ``edgetpu_sha256`` for ``model_edgetpu.tflite``). False (``--no-verify``) loads a model
+            without one, or an edited one, and logs a warning that it is not verified.
 
     Raises:
-        BundleError: the bundle is missing, altered (sha256) or not a model.
+        BundleError: the bundle is missing, altered (sha256), records no sha256, or is not a model.
         MissingDependencyError: no LiteRT runtime, or no Edge TPU library when one is asked for.
     """
 
     def __init__(self, bundle: Union[str, Path], *, labels: Optional[Union[str, Path]] = None,
-                 device: str = "cpu", threads: Optional[int] = None) -> None:
+                 device: str = "cpu", threads: Optional[int] = None, verify: bool = True) -> None:
         from .loop.config import RunConfig
 
-        # The same checks as `edgesight run --device/--threads/--labels`.
-        RunConfig(device=device, threads=threads)
+        # The same checks as `edgesight run --device/--threads/--labels/--no-verify`.
+        RunConfig(device=device, threads=threads, no_verify=not verify)
         if labels is not None and not Path(labels).is_file():
             raise ConfigError(f"labels: '{labels}' is not a file")
         self.device = device
         # A LiteRT interpreter serves one thread at a time: calls from several threads queue here.
         self._lock = threading.Lock()
         self.bundle: Bundle = load_bundle(Path(bundle), labels_arg(Path(labels) if labels else None),
-                                          prefer_edgetpu=device.startswith("coral"))
+                                          prefer_edgetpu=device.startswith("coral"), verify=verify)
+        self.verified = verify
+        if not verify:
+            log.warning("%s: not verified (--no-verify): its sha256 is not checked against model.json", self.bundle.model_path)
         self.backend = load_backend()
         delegates = []
         if device.startswith("coral") or self.bundle.edgetpu:

@@ -49,6 +49,8 @@ class Option:
         exists: the value is a path that must exist: ``file``, ``dir`` or ``any``.
         int_as_text: a whole number is accepted for this text option and kept as text (camera
             index ``0``, GPIO pin ``17``, port ``8080`` written without quotes in YAML).
+        writes: the value is a file or folder the command writes (a device profile may name
+            only one inside the service's state directory).
     """
 
     help: str = ""
@@ -64,6 +66,7 @@ class Option:
     metavar: Optional[str] = None
     exists: Optional[str] = None
     int_as_text: bool = False
+    writes: bool = False
 
 
 def option(default: Any = MISSING, help: str = "", **kw: Any) -> Any:
@@ -305,8 +308,10 @@ def _click_option(click: Any, s: Spec) -> Callable:
     kw["default"] = default
     kw["show_default"] = default is not None and default != "" and default != () and default is not False
     if s.base is bool:
-        # Every switch has an off form, so a flag can undo what a --config file turned on.
-        decls = [f"{s.flag}/--no-{s.flag[2:]}"] + (["-" + o.short] if o.short else [])
+        # Every switch has an off form, so a flag can undo what a --config file turned on;
+        # a switch that is itself a "no" (--no-verify) is undone by the plain word (--verify).
+        off = f"--{s.flag[5:]}" if s.flag.startswith("--no-") else f"--no-{s.flag[2:]}"
+        decls = [f"{s.flag}/{off}"] + (["-" + o.short] if o.short else [])
         return click.option(*decls, s.name, **kw)
     if o.choices is not None:
         kw["type"] = click.Choice(list(o.choices))

@@ -64,6 +64,7 @@ class TrainConfig:
     deterministic: bool = opt(False, "Deterministic TensorFlow ops (bit-identical reruns, slower).")
     strategy: str = opt("none", "tf.distribute strategy; multiworker reads TF_CONFIG.", choices=STRATEGIES)
     cache: str = opt("memory", "Where decoded images are cached between epochs.", choices=CACHE_MODES)
+    probe: bool = opt(True, "With pretrained weights, also fit a linear probe on the frozen backbone's features and report it beside the model.")
     overwrite: bool = opt(False, "Replace an existing run folder.")
 
     def __post_init__(self) -> None:

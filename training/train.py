@@ -295,6 +295,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         plot_confusion_matrix(metrics["confusion_matrix"], info.labels, staging / "confusion_matrix.png", title=f"{eval_split} split")
     metrics.update({"best_epoch": best_epoch + 1, "epochs_run": len(history.get("loss", [])), "interrupted": interrupted,
                     "time_limited": time_limited, "skipped_files": len(split.skipped)})
+    if samples and cfg.probe and has_weights(backbone, weights) and not interrupted:
+        from .probe import linear_probe
+
+        metrics["linear_probe"] = linear_probe(backbone, spec, weights, cfg.alpha, split, eval_split, seed=cfg.seed)
     write_json(staging / "metrics.json", metrics)
     write_json(staging / "history.json", {"fine_tune_start_epoch": fine_tune_start, **history})
     if history.get("loss"):
@@ -304,6 +308,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     secs = time.time() - t0
     if samples:
         print(format_report(metrics))
+    if "linear_probe" in metrics:
+        from .probe import verdict
+
+        print(verdict(metrics["accuracy"], metrics["linear_probe"]))
     why = "stopped early by request; " if interrupted else "stopped at the time limit; " if time_limited else ""
     print(f"{why}run folder: {out} ({secs:.0f} s)")
     return TrainResult(out, metrics, history, interrupted, secs)

@@ -22,10 +22,10 @@ def _run_config_options(**kw):
     return options.click_options(RunConfig, **kw)
 
 
-def _classifier(ctx: click.Context, bundle: Path, labels, device: str, threads: Optional[int]):
+def _classifier(ctx: click.Context, bundle: Path, labels, device: str, threads: Optional[int], no_verify: bool):
     from ..classifier import Classifier
 
-    clf = Classifier(bundle, labels=labels, device=device, threads=threads)
+    clf = Classifier(bundle, labels=labels, device=device, threads=threads, verify=not no_verify)
     if ctx.find_root().params.get("verbose"):
         click.echo(clf.describe(), err=True)
     return clf
@@ -34,16 +34,16 @@ def _classifier(ctx: click.Context, bundle: Path, labels, device: str, threads: 
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.argument("paths", nargs=-1, required=True)
-@_run_config_options(only=("labels", "device", "threads", "threshold", "top_k"))
+@_run_config_options(only=("labels", "device", "no_verify", "threads", "threshold", "top_k"))
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.pass_context
-def classify(ctx, bundle: Path, paths: Tuple[str, ...], labels, device, threads, threshold, top_k, fmt) -> int:
+def classify(ctx, bundle: Path, paths: Tuple[str, ...], labels, device, no_verify, threads, threshold, top_k, fmt) -> int:
     """Classify image files, folders and glob patterns with BUNDLE."""
     from tqdm import tqdm
 
     from ..tools.classify import expand_paths, format_results
 
-    clf = _classifier(ctx, bundle, labels, device, threads)
+    clf = _classifier(ctx, bundle, labels, device, threads, no_verify)
     files, problems = expand_paths(paths)
     for item, reason in problems:
         click.echo(f"warning: {item}: {reason}", err=True)
@@ -59,12 +59,12 @@ def classify(ctx, bundle: Path, paths: Tuple[str, ...], labels, device, threads,
 
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
-@_run_config_options(only=("labels", "device"))
+@_run_config_options(only=("labels", "device", "no_verify"))
 @click.option("--threads", default="1", show_default=True, help="Comma-separated thread counts to measure, e.g. 1,2,4.")
 @click.option("--runs", type=int, default=200, show_default=True)
 @click.option("--warmup", type=int, default=20, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON.")
-def benchmark(bundle: Path, labels, device, threads: str, runs: int, warmup: int, json_out: Optional[Path]) -> int:
+def benchmark(bundle: Path, labels, device, no_verify, threads: str, runs: int, warmup: int, json_out: Optional[Path]) -> int:
     """Measure BUNDLE: invoke latency (p50/p90/p99), preprocessing, end-to-end, peak memory."""
     from ..tools.benchmark import benchmark_bundle, format_benchmark
     from ..model.bundle import labels_arg, load_bundle
@@ -75,7 +75,10 @@ def benchmark(bundle: Path, labels, device, threads: str, runs: int, warmup: int
         counts: List[int] = [int(x) for x in threads.split(",") if x.strip()]
     except ValueError:
         raise EdgesightError(f"--threads '{threads}': expected comma-separated integers like 1,2,4") from None
-    b = load_bundle(bundle, labels_arg(Path(labels) if labels else None), prefer_edgetpu=device.startswith("coral"))
+    b = load_bundle(bundle, labels_arg(Path(labels) if labels else None), prefer_edgetpu=device.startswith("coral"),
+                    verify=not no_verify)
+    if no_verify:
+        click.echo(f"warning: {b.model_path}: not verified (--no-verify): its sha256 is not checked against model.json", err=True)
     backend = load_backend()
     factory = None
     if device.startswith("coral") or b.edgetpu:
@@ -104,7 +107,7 @@ def run(ctx, bundle: Path, config_path: Optional[Path], **_: object) -> int:
     from ..loop.session import format_summary, run_session
 
     cfg = options.build(RunConfig, ctx, config_path)
-    clf = _classifier(ctx, bundle, cfg.labels, cfg.device, cfg.threads)
+    clf = _classifier(ctx, bundle, cfg.labels, cfg.device, cfg.threads, cfg.no_verify)
     summary = run_session(clf, cfg, echo=click.echo, err=lambda line: click.echo(line, err=True))
     click.echo(format_summary(summary))
     return 0

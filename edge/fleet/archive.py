@@ -14,8 +14,10 @@
       model/                   model.tflite, model.json, labels.txt (model_edgetpu.tflite)
 
 The same inputs give the same bytes (sorted entries, fixed times, owners and modes, a gzip header
-without name or time), so an archive can be checked by its hash. ``verify_archive`` and
-``extract_archive`` refuse links, absolute or ``..`` paths and files that do not match the manifest.
+without name or time), so an archive can be checked by its hash. The manifest lists every file
+but itself, ``install.sh`` and the unit included. ``verify_archive`` and ``extract_archive``
+refuse links, absolute or ``..`` paths, files missing from or not matching the manifest, and a
+``run.args`` that no profile could have written (an output outside the service's state directory).
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Mapping, Tuple, Union
 
 from .. import __version__
-from ..model.bundle import load_bundle
-from ..errors import BundleError
+from ..model.bundle import expected_sha, load_bundle, model_file_name
+from ..errors import BundleError, ProfileError
 from ..fsutil import replace_dir, write_bytes
 from .profiles import builtin_template, preset_file
 from .render import render_unit
-from .runsettings import run_args
+from .runsettings import check_run_args, run_args
 from .settings import ResolvedProfile, dump_yaml
 
 FORMAT = "edgesight.deploy/1"
@@ -76,19 +78,24 @@ def _model_files(model_bundle: Path, resolved: ResolvedProfile) -> Tuple[Dict[st
     """Read and check the model bundle: its files, the model's sha256 and warnings."""
     if not model_bundle.is_dir():
         raise BundleError(f"{model_bundle}: give the bundle folder written by 'edgesight convert', not a single file")
-    bundle = load_bundle(model_bundle)
-    model_file = str(bundle.info.extra.get("model_file", "model.tflite"))
-    expected = bundle.info.extra.get("sha256")
-    if not expected:
-        raise BundleError(f"{model_bundle / 'model.json'}: no sha256 of {model_file}; convert the model again with 'edgesight convert'")
+    # The bytes that go into the archive are checked below, each read once.
+    bundle = load_bundle(model_bundle, verify=False)
+    json_path = model_bundle / "model.json"
+    root = model_bundle.resolve()
     files = {}
-    for name in (model_file,) + MODEL_FILES:
+    for name in (model_file_name(bundle.info, json_path),) + MODEL_FILES:
         path = model_bundle / name
-        if path.is_file():
-            files[f"model/{name}"] = path.read_bytes()
-    # load_bundle checked the file on disk; this checks the bytes that go into the archive.
-    if _sha256(files[f"model/{model_file}"]) != expected:
-        raise BundleError(f"{model_bundle / model_file}: changed while it was being read; try again")
+        if not path.is_file():
+            continue
+        # Only the bundle's own files travel: a link to /etc/hostname is not one.
+        if root not in path.resolve().parents:
+            raise BundleError(f"{path}: leads outside {model_bundle} (to {path.resolve()}); copy the file into the bundle")
+        data = path.read_bytes()
+        if name.endswith(".tflite") and _sha256(data) != expected_sha(path, bundle.info, json_path, hint=""):
+            raise BundleError(f"{path}: sha256 does not match {json_path} (the file was modified or damaged); "
+                              "convert the model again with 'edgesight convert'")
+        files[f"model/{name}"] = data
+    expected = expected_sha(bundle.model_path, bundle.info, json_path, hint="")
 
     labels = set(bundle.info.labels) | {"unknown"}
     wanted = {"runtime.gpio_on": resolved.runtime.gpio_on or ()}
@@ -269,6 +276,13 @@ def _check_manifest(path: Path, files: Mapping[str, bytes]) -> Dict[str, Any]:
     models = [rel for rel, sha in listed.items() if rel.startswith("model/") and sha == manifest.get("model_sha256")]
     if not models:
         raise BundleError(f"{path}: no model file has the model_sha256 of {MANIFEST}; the archive was modified")
+    if "run.args" in files:
+        # What a profile could not say (an output outside the state directory, --config...) is
+        # refused here too: the device-side scripts write and remove these paths as root.
+        try:
+            check_run_args(files["run.args"].decode("utf-8").splitlines(), f"{path}: {TOP}/run.args")
+        except (UnicodeDecodeError, ProfileError) as e:
+            raise BundleError(str(e) if isinstance(e, ProfileError) else f"{path}: {TOP}/run.args is not text") from e
     return manifest
 
 

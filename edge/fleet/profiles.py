@@ -24,7 +24,7 @@ import yaml
 
 from .. import __version__
 from ..errors import ProfileError
-from .runsettings import _check_runtime, _parse_roi, frame_size
+from .runsettings import _check_runtime, _parse_roi, check_state_path, frame_size
 from .settings import DeviceProfile, ResolvedProfile, Scalar, UseCasePreset
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -271,6 +271,8 @@ def _check_preset(p: UseCasePreset, where: str) -> None:
             raise ProfileError(f"{where}: extras[{i}]: '{extra}' is not an extra name (e.g. gpio)")
     if p.review is not None and p.review.max_mb < 1:
         raise ProfileError(f"{where}: review.max_mb: {p.review.max_mb} must be at least 1")
+    if p.review is not None:
+        check_state_path(p.review.dir, where, "review.dir")
     for k in p.train:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", k):
             raise ProfileError(f"{where}: train.{k}: option names are edgesight train's, with underscores (img_size)")

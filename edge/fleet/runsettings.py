@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields, make_dataclass, replace
 from dataclasses import replace as dc_replace
+from pathlib import PurePosixPath
 from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 from .. import options
@@ -24,8 +25,12 @@ from ..model.preprocess import parse_roi
 # The ``edgesight run`` options a device profile or use-case preset may set. The rest are for a
 # person at a terminal (a window, a recording, a time limit), come from the bundle (labels), or
 # come from ``review:`` (``ReviewSettings``).
-NOT_IN_PROFILES = ("labels", "realtime", "loop", "display", "save", "review_dir", "review_label", "review_max_mb",
+# A profile never turns off the model's sha256 check on a fleet (``no_verify``).
+NOT_IN_PROFILES = ("labels", "no_verify", "realtime", "loop", "display", "save", "review_dir", "review_label", "review_max_mb",
                    "max_frames", "duration", "frame_workers")
+# The service's state directory (StateDirectory= and WorkingDirectory= of the unit): relative
+# output paths of a profile land here, and absolute ones may only point here.
+STATE_DIR = "/var/lib/edgesight"
 
 
 def _merged(self: Any, over: Any) -> Any:
@@ -117,6 +122,10 @@ def _check_runtime(rs: Any, where: str, key: str = "runtime") -> None:
             options.check_value(dc_replace(spec, name=f"{key}.{f.name}"), value, where)
         except ConfigError as e:
             raise ProfileError(str(e)) from None
+    for s in options.specs(RunConfig):
+        value = getattr(rs, s.name, None)
+        if s.opt.writes and value is not None:
+            check_state_path(value, where, f"{key}.{s.name}")
     if rs.device is not None and not DEVICE_RE.fullmatch(rs.device):
         raise bad("device", f"'{rs.device}' is not cpu, coral, coral:usb or coral:pci")
     if rs.roi is not None:
@@ -128,6 +137,34 @@ def _check_runtime(rs: Any, where: str, key: str = "runtime") -> None:
             parse_mqtt_url(rs.mqtt)
         except ConfigError as e:
             raise bad("mqtt", str(e)) from e
+
+
+def check_state_path(value: str, where: str, key: str) -> str:
+    """Refuse an output path of a profile that could write outside the service's state directory.
+
+    The service runs in ``STATE_DIR``, so a relative path lands there; an absolute one must lie
+    under it. ``..`` is refused anywhere: the device-side scripts remove and write these files as
+    root, so a profile must not be able to name ``/etc/passwd`` or ``../../etc/passwd``.
+
+    Args:
+        value: the path the profile gives.
+        where: the file (or profile title) named in the error.
+        key: the key named in the error (``runtime.status_file``).
+
+    Returns:
+        ``value``.
+
+    Raises:
+        ProfileError: the path leaves the state directory; the message names the file and key.
+    """
+    parts = PurePosixPath(value).parts
+    inside = not value.startswith("/") or (value.startswith(STATE_DIR + "/") and len(parts) > 4)
+    if ".." in parts or not inside:
+        raise ProfileError(
+            f"{where}: {key}: '{value}' is outside the service's state directory; give a relative path "
+            f"(it lands in {STATE_DIR}) or one under {STATE_DIR}/, without '..'"
+        )
+    return value
 
 
 def _parse_roi(text: str, where: str, key: str) -> Tuple[int, int, int, int]:
@@ -178,3 +215,43 @@ def run_args(resolved: RunArgsSource) -> List[str]:
         rv = resolved.review
         values.update(review_dir=rv.dir, review_label=rv.labels, review_max_mb=float(rv.max_mb))
     return options.to_args(RunConfig, values)
+
+
+def check_run_args(args: List[str], where: str) -> Dict[str, Any]:
+    """Read a ``run.args`` back (the inverse of ``run_args``), refusing what no profile can say.
+
+    Only the flags a profile or ``review:`` may set are accepted, each as ``run_args`` writes it
+    (``--flag`` or ``--flag VALUE``; no ``--config``, no ``--flag=VALUE``), and every output path
+    must stay in the service's state directory, as when the profile was loaded.
+
+    Args:
+        args: the lines of ``run.args``.
+        where: the file named in errors.
+
+    Returns:
+        Field name -> value as text (a tuple for repeatable flags, True for switches).
+
+    Raises:
+        ProfileError: an option a profile cannot set, a missing value, or an output path
+            outside the state directory; the message names the file and the flag.
+    """
+    allowed = {f.name for f in fields(RunSettings)} | {"review_dir", "review_label", "review_max_mb"}
+    by_flag = {s.flag: s for s in options.specs(RunConfig) if s.name in allowed}
+    values: Dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        s = by_flag.get(args[i])
+        if s is None:
+            raise ProfileError(f"{where}: '{args[i]}' is not an option a device profile sets; bundle the archive again")
+        if s.base is bool:
+            values[s.name] = True
+            i += 1
+            continue
+        if i + 1 >= len(args):
+            raise ProfileError(f"{where}: {s.flag} has no value; bundle the archive again")
+        value = args[i + 1]
+        if s.opt.writes:
+            check_state_path(value, where, s.flag)
+        values[s.name] = values.get(s.name, ()) + (value,) if s.multiple else value
+        i += 2
+    return values

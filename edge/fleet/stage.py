@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 from ..errors import DeployError
-from ..fsutil import replace_dir, write_text
+from ..fsutil import inside_root, replace_dir, replace_link, write_text
 from .archive import MANIFEST, TOP, extract_archive
 from .targets import DEFAULT_PREFIX, DEFAULT_USER, INSTALL_TIMEOUT_S, _check_user, check_prefix
 
@@ -130,21 +129,26 @@ def merge_boot_config(existing: str, fragment: str, title: str) -> Tuple[str, Li
 
 
 def _link(link: Path, target: str) -> Path:
-    """Point ``link`` at ``target`` atomically (a new link renamed over the old one)."""
-    link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.with_name(f".{link.name}.new")
-    if os.path.lexists(tmp):
-        tmp.unlink()
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-    return link
+    """Point ``link`` at ``target`` atomically (a new link, uniquely named, renamed over the old one)."""
+    return replace_link(link, target)
 
 
 def _write_config(path: Path, text: str) -> Path:
-    """Write a system configuration file atomically, readable by all like the files beside it."""
-    write_text(path, text)
-    # The atomic write's temporary file is private (0600); units and rules are normally 0644.
-    path.chmod(0o644)
+    """Write a system configuration file atomically, readable by all like the files beside it (0644)."""
+    return write_text(path, text)
+
+
+def _contained(root: Path, path: Path, replaced: bool = False) -> Path:
+    """``path``, checked to stay inside ``root`` however the links on the way resolve.
+
+    ``replaced``: ``path`` itself is renamed over (a file or link we write), so only the folders
+    leading to it matter; a link in its place is replaced, not followed.
+    """
+    try:
+        inside_root(root, path.parent if replaced else path)
+    except ValueError as e:
+        raise DeployError(f"{e}: refusing to write through it; make it a real folder on the card, "
+                          "or choose another --prefix") from None
     return path
 
 
@@ -159,6 +163,10 @@ def stage(archive: PathLike, root: PathLike, prefix: str = DEFAULT_PREFIX, user:
     the enabled ``edgesight-firstboot.service`` that installs them on the first boot. With
     ``boot``, the profile's ``config.txt.fragment`` settings go into ``BOOT/config.txt``.
 
+    Every path is resolved inside ``root`` (``boot``) before anything is written: a link on the
+    way whose target leaves it (``ROOT/opt -> /opt`` on a crafted card) is refused, naming the
+    link, so nothing lands on this machine's own folders.
+
     Args:
         archive: the ``.tar.gz``; it is verified before anything is written.
         root: the mounted root partition.
@@ -171,8 +179,8 @@ def stage(archive: PathLike, root: PathLike, prefix: str = DEFAULT_PREFIX, user:
         The release id and what was written.
 
     Raises:
-        DeployError: ``root`` or ``boot`` does not look like the partition named, or an invalid
-            prefix or user.
+        DeployError: ``root`` or ``boot`` does not look like the partition named, a link in it
+            leads outside, or an invalid prefix or user (root included).
         BundleError: the archive is unreadable or does not match its manifest.
     """
     prefix = check_prefix(prefix)
@@ -190,46 +198,55 @@ def stage(archive: PathLike, root: PathLike, prefix: str = DEFAULT_PREFIX, user:
         release = hashlib.sha256(manifest_bytes).hexdigest()[:16]
         manifest = json.loads(manifest_bytes)
         title = str(manifest.get("profile")) + (f" + {manifest['use_case']}" if manifest.get("use_case") else "")
-        unit = (src / UNIT).read_text(encoding="utf-8").replace("@PREFIX@", prefix).replace("@USER@", user)
+        unit = (src / UNIT).read_text(encoding="utf-8")
+        unit = unit.replace("@PREFIX@", prefix).replace("@USER@", user).replace("@RELEASE@", release)
         base = root / prefix.lstrip("/")
         written: List[Path] = []
         boot_lines: List[str] = []
 
+        systemd_dir = root / "etc" / "systemd" / "system"
+        wants = systemd_dir / "multi-user.target.wants"
         target = base / "releases" / release
-        if not (target / MANIFEST).is_file():
-            staging = target.with_name(f".{release}.partial")
-            if staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir(parents=True)
+        first = base / "firstboot"
+        rules = {root / "etc" / "udev" / "rules.d" / r.name: r for r in sorted(src.glob("*.rules"))}
+        # Every place written is checked before the first write, and again as it is written.
+        for path in (target, first / TOP, systemd_dir, wants, *rules):
+            _contained(root, path)
+        for path in (base / "current", systemd_dir / UNIT, systemd_dir / FIRSTBOOT_UNIT, wants / UNIT, wants / FIRSTBOOT_UNIT):
+            _contained(root, path, replaced=True)
+        if boot_config is not None:
+            _contained(Path(boot), boot_config)
+
+        if not (_contained(root, target) / MANIFEST).is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{release}.partial-", dir=target.parent))
+            staging.chmod(0o755)
             shutil.copytree(src / "model", staging / "model")
             for name in ("profile.yaml", "run.args", "requirements.txt", MANIFEST):
                 shutil.copyfile(src / name, staging / name)
-            (staging / UNIT).write_text(unit, encoding="utf-8")
-            # One rename, as install.sh does: the release exists complete or not at all.
-            os.replace(staging, target)
+            write_text(staging / UNIT, unit)
+            # The release exists complete or not at all, as install.sh leaves it.
+            replace_dir(staging, target)
         written.append(target)
         # The first-boot installer verifies these files against MANIFEST.json, so they stay as shipped.
-        first = base / "firstboot"
-        first.mkdir(parents=True, exist_ok=True)
-        staging = first / f".{TOP}.partial"
-        if staging.exists():
-            shutil.rmtree(staging)
-        shutil.copytree(src, staging)
-        written.append(replace_dir(staging, first / TOP))
-        written.append(_link(base / "current", f"releases/{release}"))
+        _contained(root, first).mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{TOP}.partial-", dir=first))
+        staging.chmod(0o755)
+        shutil.copytree(src, staging, dirs_exist_ok=True)
+        written.append(replace_dir(staging, _contained(root, first / TOP)))
+        written.append(_link(_contained(root, base / "current", replaced=True), f"releases/{release}"))
 
-        systemd_dir = root / "etc" / "systemd" / "system"
-        wants = systemd_dir / "multi-user.target.wants"
-        written.append(_write_config(systemd_dir / UNIT, unit))
-        written.append(_link(wants / UNIT, f"/etc/systemd/system/{UNIT}"))
-        written.append(_write_config(systemd_dir / FIRSTBOOT_UNIT, firstboot_unit(release, prefix, user, env)))
-        written.append(_link(wants / FIRSTBOOT_UNIT, f"/etc/systemd/system/{FIRSTBOOT_UNIT}"))
-        for rules in sorted(src.glob("*.rules")):
-            written.append(_write_config(root / "etc" / "udev" / "rules.d" / rules.name, rules.read_text(encoding="utf-8")))
+        written.append(_write_config(_contained(root, systemd_dir / UNIT, replaced=True), unit))
+        written.append(_link(_contained(root, wants / UNIT, replaced=True), f"/etc/systemd/system/{UNIT}"))
+        firstboot = firstboot_unit(release, prefix, user, env)
+        written.append(_write_config(_contained(root, systemd_dir / FIRSTBOOT_UNIT, replaced=True), firstboot))
+        written.append(_link(_contained(root, wants / FIRSTBOOT_UNIT, replaced=True), f"/etc/systemd/system/{FIRSTBOOT_UNIT}"))
+        for dest, rules_file in rules.items():
+            written.append(_write_config(_contained(root, dest, replaced=True), rules_file.read_text(encoding="utf-8")))
 
         fragment = src / "config.txt.fragment"
         if boot_config is not None and fragment.is_file():
-            old = boot_config.read_text(encoding="utf-8")
+            old = _contained(Path(boot), boot_config).read_text(encoding="utf-8")
             new, added = merge_boot_config(old, fragment.read_text(encoding="utf-8"), title)
             if new != old:
                 boot_lines = added

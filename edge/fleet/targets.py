@@ -100,6 +100,9 @@ def check_prefix(prefix: str, where: str = "--prefix") -> str:
 def _check_user(user: Optional[str]) -> None:
     if user is not None and not USER_RE.fullmatch(user):
         raise DeployError(f"--user '{user}': install.sh accepts lower-case letters, digits, - and _ (starting with a letter or _)")
+    if user == "root":
+        raise DeployError("--user root: the service never runs as root; leave --user out (install.sh creates the "
+                          f"'{DEFAULT_USER}' system user) or name an unprivileged account")
 
 
 def parse_env(items: Sequence[str]) -> Tuple[Tuple[str, str], ...]:

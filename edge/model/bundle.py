@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Optional, Sequence
 
 from ..errors import BundleError
@@ -30,34 +30,73 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+EDGETPU_FILE = "model_edgetpu.tflite"
+# model.json keys: the sha256 of model_file, and of the Edge TPU compilation when convert made one.
+SHA_KEY, EDGETPU_SHA_KEY = "sha256", "edgetpu_sha256"
+
+
+def model_file_name(info: ModelInfo, json_path: Path) -> str:
+    """``model_file`` of model.json: a path inside the bundle, or a BundleError naming the key."""
+    name = info.extra.get("model_file", "model.tflite")
+    parts = PurePosixPath(str(name)).parts if isinstance(name, str) else ()
+    if not parts or str(name).startswith("/") or ".." in parts:
+        raise BundleError(f"{json_path}: model_file: {name!r} is not a file inside the bundle; "
+                          "name the .tflite beside model.json (model.tflite), or convert the model again")
+    return str(name)
+
+
+def expected_sha(model_path: Path, info: ModelInfo, json_path: Path, hint: str = ", or pass --no-verify to run it unverified") -> str:
+    """The sha256 model.json records for ``model_path`` (the model or its Edge TPU compilation).
+
+    ``hint`` ends the error: the way around it where there is one.
+
+    Raises:
+        BundleError: model.json records none; the message names the file, the key and the fix.
+    """
+    edgetpu = model_path.name == EDGETPU_FILE
+    key = EDGETPU_SHA_KEY if edgetpu else SHA_KEY
+    value = info.extra.get(key)
+    if not isinstance(value, str) or not value:
+        how = "compile it with 'edgesight convert --edgetpu'" if edgetpu else "convert the model again with 'edgesight convert'"
+        raise BundleError(f"{json_path}: {key}: missing, so {model_path.name} cannot be verified; {how}{hint}")
+    return value
+
+
 def _check_sha(model_path: Path, info: ModelInfo, json_path: Path) -> None:
-    expected = info.extra.get("sha256")
-    if expected and sha256_file(model_path) != expected:
+    if sha256_file(model_path) != expected_sha(model_path, info, json_path):
         raise BundleError(f"{model_path}: sha256 does not match {json_path} (the file was modified or damaged); copy the bundle again")
 
 
-def load_bundle(path: Path, labels: Optional[Sequence[str]] = None, prefer_edgetpu: bool = False) -> Bundle:
+def load_bundle(path: Path, labels: Optional[Sequence[str]] = None, prefer_edgetpu: bool = False,
+                verify: bool = True) -> Bundle:
     """Resolve a bundle folder or .tflite file, checking the model's sha256 against model.json.
+
+    The model a bundle runs must match the sha256 model.json records for it: ``sha256`` for
+    ``model_file``, ``edgetpu_sha256`` for ``model_edgetpu.tflite`` (recorded by
+    ``edgesight convert --edgetpu``). A bare ``.tflite`` without a model.json beside it has no
+    recorded hash and is loaded as it is.
 
     Args:
         path: a bundle folder or a ``.tflite`` file.
         labels: labels for a bare .tflite without metadata or model.json.
         prefer_edgetpu: use ``model_edgetpu.tflite`` when the bundle has one.
+        verify: False skips the sha256 checks (``--no-verify``): the caller says so.
 
     Raises:
-        BundleError: missing files, a sha256 mismatch, or a model without labels.
+        BundleError: missing files, a ``model_file`` outside the bundle, a sha256 that is
+            missing or does not match, or a model without labels.
     """
     path = Path(path)
     if path.is_dir():
         info = read_model_info(path)
-        model_path = path / str(info.extra.get("model_file", "model.tflite"))
+        model_path = path / model_file_name(info, path / "model.json")
         if not model_path.is_file():
             raise BundleError(f"{model_path}: not found; is {path} a model bundle written by 'edgesight convert'?")
-        _check_sha(model_path, info, path / "model.json")
-        compiled = path / "model_edgetpu.tflite"
-        if prefer_edgetpu and compiled.is_file():
-            return Bundle(path, compiled, info, True)
-        return Bundle(path, model_path, info, False)
+        compiled = path / EDGETPU_FILE
+        chosen = compiled if prefer_edgetpu and compiled.is_file() else model_path
+        if verify:
+            _check_sha(chosen, info, path / "model.json")
+        return Bundle(path, chosen, info, chosen == compiled)
     if not path.is_file():
         raise BundleError(f"{path}: no such model file or bundle folder")
     if path.suffix.lower() != ".tflite":
@@ -66,7 +105,11 @@ def load_bundle(path: Path, labels: Optional[Sequence[str]] = None, prefer_edget
     sibling = path.parent / "model.json"
     if sibling.is_file() and labels is None:
         info = read_model_info(path.parent)
-        if path.name == info.extra.get("model_file", "model.tflite"):
+        name = model_file_name(info, sibling)
+        if path not in (path.parent / name, path.parent / EDGETPU_FILE):
+            raise BundleError(f"{path}: {sibling} describes {name}, not this file; "
+                              "give the bundle folder, or --labels to run this model on its own")
+        if verify:
             _check_sha(path, info, sibling)
         return Bundle(path.parent, path, info, edgetpu)
     return Bundle(path.parent, path, _info_from_tflite(path, labels), edgetpu)

@@ -28,7 +28,11 @@ def int8_bundle(color_bundle):
 
 
 def _keras_and_tflite_probs(run: Path, bundle: Path):
+    """The run's Keras model with the bundle's temperature, softmax(logits / T), and the
+    bundle's own scores, on the test split."""
     import keras
+
+    from edgesight.convert.calibrate import logit_layer, predict_logits, softmax
 
     model = keras.models.load_model(run / "model.keras", compile=False)
     split = Split.load(run / "split.json")
@@ -37,14 +41,15 @@ def _keras_and_tflite_probs(run: Path, bundle: Path):
 
     spec = PreprocessSpec.from_dict(info["preprocess"])
     images = load_batch([s.path for s in split.test], spec)
-    kp = model.predict(images.astype(np.float32), verbose=0)
+    t = json.loads((bundle / "model.json").read_text())["calibration"]["temperature"]
+    kp = softmax(predict_logits(model, logit_layer(model), split.test, spec, progress=False), t)
     clf = TFLiteClassifier(bundle / "model.tflite")
     return kp, clf.predict_batch(images), clf
 
 
 def test_int8_bundle_contents(int8_bundle, trained_run):
     out, res = int8_bundle
-    assert {p.name for p in out.iterdir()} == {"model.tflite", "labels.txt", "model.json", "conversion_report.json", "converter.log"}
+    assert {p.name for p in out.iterdir()} == {"model.tflite", "labels.txt", "model.json", "conversion_report.json", "converter.log", "reliability.png"}
     assert not out.with_name(out.name + ".partial").exists()
     info = json.loads((out / "model.json").read_text())
     data = (out / "model.tflite").read_bytes()
@@ -113,6 +118,9 @@ def test_cli_bare_keras_with_labels_and_plain_calibration_folder(trained_run, tm
     r = json.loads((tmp_path / "bundle" / "conversion_report.json").read_text())
     assert r["calibration_images"] == 9 and r["num_samples"] == 18 and r["verification_split"] == "eval"
     assert "top-1 accuracy" in out and "agreement" in out and "bundle:" in out
+    # A plain folder has no labels: nothing to fit a temperature on, and the report says why.
+    assert r["calibration"]["applied"] is False and r["calibration"]["temperature"] == 1.0
+    assert "give --calib a labelled dataset" in r["calibration"]["note"] and "ECE (15 bins)" in out
 
 
 def test_mismatched_calibration_fails_the_check_but_keeps_the_bundle(trained_run, tmp_path, capsys):

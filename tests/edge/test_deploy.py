@@ -3,8 +3,9 @@
 The "device" is this machine: sshd runs as root on a free port with its own host key, accepts one
 client key, and the client checks the host key against a known_hosts file written here. There is
 no systemd, so deploy uses its background fallback, with `--runtime` pointing at this venv's
-edgesight (install.sh skips pip and apt). Installs use `--user root` and profiles without groups
-or udev rules, so install.sh creates no account and writes nothing outside the test prefixes.
+edgesight (install.sh skips pip and apt). Installs use `--user nobody`, an account that exists
+(the service never runs as root), and profiles without groups or udev rules, so install.sh creates
+no account and writes nothing outside the test prefixes.
 """
 
 import hashlib
@@ -154,7 +155,7 @@ def archives(color_bundle, tmp_path_factory) -> Dict[str, Path]:
 
 def deploy_args(server: SshServer, archive: Path, prefix: Optional[Path] = None, *extra, hosts=("root@127.0.0.1",)) -> list:
     args = ["deploy", archive, "--port", server.port, "--identity", server.key,
-            "--ssh-option", f"UserKnownHostsFile={server.known_hosts}", "--user", "root",
+            "--ssh-option", f"UserKnownHostsFile={server.known_hosts}", "--user", "nobody",
             "--env", "EDGESIGHT_SKIP_PIP=1", "--env", "EDGESIGHT_SKIP_APT=1", "--env", f"EDGESIGHT_PYTHON={sys.executable}",
             "--runtime", RUNTIME, "--health-timeout", HEALTH_TIMEOUT]
     for host in hosts:
@@ -183,7 +184,9 @@ def runtime_pid(prefix: Path) -> Optional[int]:
     except FileNotFoundError:
         return None
     # The pid file's process, not another that reused the number; a zombie has no command line.
-    return pid if str(prefix / "current" / "model").encode() in cmdline else None
+    # It runs the model of the release 'current' pointed at when it started, by that release's path.
+    releases = str(prefix / "releases").encode() + b"/"
+    return pid if any(a.startswith(releases) and a.endswith(b"/model") for a in cmdline) else None
 
 
 def stop_runtime(prefix: Path) -> None:
@@ -443,7 +446,8 @@ def test_target_staging(color_bundle, tmp_path, capsys):
     unit = (systemd / "edgesight.service").read_text()
     assert unit == (rel_dir / "edgesight.service").read_text()
     assert "@PREFIX@" not in unit and "User=edgesight" in unit
-    assert "ExecStart=/opt/edgesight/current/venv/bin/edgesight run /opt/edgesight/current/model --source synthetic:64x48@10" in unit
+    home = f"/opt/edgesight/releases/{release}"
+    assert f"ExecStart={home}/venv/bin/edgesight run {home}/model --source synthetic:64x48@10" in unit
     wants = systemd / "multi-user.target.wants"
     assert os.readlink(wants / "edgesight.service") == "/etc/systemd/system/edgesight.service"
     assert os.readlink(wants / "edgesight-firstboot.service") == "/etc/systemd/system/edgesight-firstboot.service"

@@ -196,7 +196,7 @@ def test_user_yaml_profile_and_preset(tmp_path):
                            "--threshold", "0.5", "--jsonl", "dock events.jsonl", "--gpio", "5", "--gpio-on", "truck"]
     assert train_args(r) == ["--hflip", "--epochs", "30"]
     unit = render_unit(r, "/srv/es", "cam")
-    assert 'ExecStart=/srv/es/current/venv/bin/edgesight run /srv/es/current/model --source 2 ' in unit
+    assert 'ExecStart=/srv/es/releases/@RELEASE@/venv/bin/edgesight run /srv/es/releases/@RELEASE@/model --source 2 ' in unit
     assert '--jsonl "dock events.jsonl"' in unit and "SupplementaryGroups=video i2c" in unit
 
 
@@ -222,8 +222,9 @@ def test_run_settings_are_run_options():
     from edgesight.edge import options
     from edgesight.edge.loop.config import RunConfig
 
+    # ... and a fleet never runs a model it cannot verify (no_verify)
     assert set(RunSettings.__dataclass_fields__) == {s.name for s in options.specs(RunConfig)} - {
-        "labels", "realtime", "loop", "display", "save", "review_dir", "review_label", "review_max_mb", "max_frames",
+        "labels", "no_verify", "realtime", "loop", "display", "save", "review_dir", "review_label", "review_max_mb", "max_frames",
         "duration", "frame_workers"}
 
 
@@ -253,18 +254,22 @@ def test_train_recipes_are_train_options():
 
 def test_unit_rendering():
     r = resolve(load_profile("coral-usb"), load_preset("drone"))
-    unit = render_unit(r, "/opt/edgesight", "pi")
+    unit = render_unit(r, "/opt/edgesight", "pi", "0123456789abcdef")
     for line in ("User=pi", "Restart=on-failure", "RestartSec=5", "WatchdogSec=30", "Type=notify", "NotifyAccess=main",
                  "SupplementaryGroups=video plugdev", "WantedBy=multi-user.target"):
         assert line in unit.splitlines(), line
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
-    assert exec_start.startswith("ExecStart=/opt/edgesight/current/venv/bin/edgesight run /opt/edgesight/current/model --source 0 ")
+    # The release is named once: the venv and the model cannot come from two releases.
+    home = "/opt/edgesight/releases/0123456789abcdef"
+    assert exec_start.startswith(f"ExecStart={home}/venv/bin/edgesight run {home}/model --source 0 ")
     assert "--device coral:usb" in exec_start and "--mqtt mqtt://127.0.0.1:1883/edgesight/drone" in exec_start
     assert "User=@USER@" in render_unit(r, "@PREFIX@", "@USER@")
     with pytest.raises(ProfileError, match="install prefix 'opt/x'"):
         render_unit(r, "opt/x", "pi")
     with pytest.raises(ProfileError, match="service user 'Pi User'"):
         render_unit(r, "/opt/x", "Pi User")
+    with pytest.raises(ProfileError, match="release '../x'"):
+        render_unit(r, "/opt/x", "pi", "../x")
 
 
 def test_unit_escapes_systemd_specials(tmp_path):
@@ -344,7 +349,7 @@ def test_archive_layout_and_manifest(model_bundle, tmp_path):
     assert manifest["model_sha256"] == json.loads(files["model/model.json"])["sha256"] == manifest["files"]["model/model.tflite"]
     assert files["run.args"].decode().splitlines() == run_args(r)
     assert files["requirements.txt"].decode().splitlines()[1] == "edgesight[gpio]==0.1.0"
-    assert "User=@USER@" in files["edgesight.service"].decode() and "@PREFIX@/current/model" in files["edgesight.service"].decode()
+    assert "User=@USER@" in files["edgesight.service"].decode() and "@PREFIX@/releases/@RELEASE@/model" in files["edgesight.service"].decode()
     assert yaml.safe_load(files["profile.yaml"])["review"]["max_mb"] == 512
     assert not any("review" in w for w in package.warnings) and any("model_edgetpu.tflite" in w for w in package.warnings)
     args = files["run.args"].decode().splitlines()
@@ -486,8 +491,9 @@ def test_install_sh_unprivileged_is_idempotent(extracted, tmp_path):
     assert (current / "venv" / "bin" / "python").exists()
     assert (current / "model" / "model.tflite").read_bytes() == (extracted / "model" / "model.tflite").read_bytes()
     unit = (current / "edgesight.service").read_text()
-    assert "User=edgesight" in unit and f"ExecStart={prefix}/current/venv/bin/edgesight run {prefix}/current/model " in unit
-    assert "@PREFIX@" not in unit and "@USER@" not in unit
+    home = prefix / os.readlink(current)
+    assert "User=edgesight" in unit and f"ExecStart={home}/venv/bin/edgesight run {home}/model " in unit
+    assert "@PREFIX@" not in unit and "@USER@" not in unit and "@RELEASE@" not in unit
 
 
 def test_install_sh_options_and_refusals(extracted, tmp_path):

@@ -191,6 +191,11 @@ def test_efficientnet_lite0_transfer_learning_with_offline_imagenet_weights(tmp_
     ref = build_efficientnet_lite0((32, 32, 3), include_top=False)
     load_imagenet_weights(ref)
     np.testing.assert_array_equal(base.get_layer("stem_conv").get_weights()[0], ref.get_layer("stem_conv").get_weights()[0])
+    # a pretrained run reports its linear probe beside the model
+    metrics = json.loads((out / "metrics.json").read_text())
+    probe = metrics["linear_probe"]
+    assert probe["features"] == 1280 and probe["train_images"] == len(json.loads((out / "split.json").read_text())["train"])
+    assert 0.0 <= probe["accuracy"] <= 1.0 and probe["split"] == metrics["split"] and probe["l2"] in (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def test_random_weights_train_the_whole_backbone_from_the_first_epoch(tmp_path):
