@@ -36,6 +36,9 @@ class ConversionReport:
         mean_abs_prob_diff: mean absolute difference of their probabilities.
         size_bytes, float_size_bytes, size_ratio: the .tflite against its float32 version.
         per_class_change_pp: accuracy change per class, in points.
+        temperature: the calibration temperature baked into the model (1.0: not calibrated).
+        ece: expected calibration error (15 bins) on the verification images:
+            ``{"before": {"float": ...}, "after": {"float": ..., "quant": ...}}``.
         warnings: what the verification found suspicious.
         raw: the whole report as written.
     """
@@ -54,6 +57,8 @@ class ConversionReport:
     size_ratio: float
     num_samples: int
     per_class_change_pp: Dict[str, float]
+    temperature: float = 1.0
+    ece: Dict[str, Any] = field(default_factory=dict)
     warnings: Tuple[str, ...] = ()
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -67,6 +72,7 @@ class ConversionReport:
             float_size_bytes=int(d["float_size_bytes"]), size_ratio=float(d["size_ratio"]),
             num_samples=int(d["num_samples"]),
             per_class_change_pp={k: float(v["change_pp"]) for k, v in d["per_class"].items()},
+            temperature=float(d.get("calibration", {}).get("temperature", 1.0)), ece=dict(d.get("ece", {})),
             warnings=tuple(d.get("warnings", ())), raw=dict(d),
         )
 
@@ -104,7 +110,7 @@ def convert(source: PathLike, out: PathLike, *, config: Optional[PathLike] = Non
         config: a YAML file of options, as ``edgesight convert --config``; keywords win over it.
         progress: show progress bars.
         **opts: any ``edgesight convert`` option by field name (``quant``, ``io``,
-            ``num_calib``, ``max_drop``, ``edgetpu``, ``labels``, ``calib``, ``eval_data``...;
+            ``num_calib``, ``max_drop``, ``edgetpu``, ``calibrate``, ``labels``, ``calib``, ``eval_data``...;
             see :class:`~edgesight.convert.config.ConvertConfig`).
 
     Returns:

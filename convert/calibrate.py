@@ -357,8 +357,8 @@ def plot_reliability(path: Path, labels: np.ndarray, before: np.ndarray, after: 
         acc = np.nan_to_num(r["accuracy"])
         conf = np.where(r["count"] > 0, r["confidence"], np.nan)
         share = r["count"] / max(1, int(r["count"].sum()))
-        ax.bar(centres, share, width=width * 0.9, color="0.85", label="share of images")
-        ax.bar(centres, acc, width=width * 0.9, color="tab:blue", alpha=0.75, label="accuracy")
+        ax.bar(centres, acc, width=width * 0.9, color="tab:blue", alpha=0.6, label="accuracy")
+        ax.stairs(share, r["edges"], color="black", lw=1, label="share of images")
         ax.plot(centres, conf, "o", color="tab:red", ms=4, label="mean confidence")
         ax.plot([0, 1], [0, 1], "--", color="0.4", lw=1, label="perfect calibration")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top score)",

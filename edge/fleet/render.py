@@ -37,8 +37,9 @@ DEVICE_GROUPS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "coral:usb": ("Coral USB Accelerator (libusb): /dev/bus/usb/*", ("char-usb_device",)),
     "coral:pci": ("Coral PCIe/M.2 or Dev Board Edge TPU: /dev/apex_*", ("char-apex",)),
 }
-# libcamera and libusb (under the Edge TPU runtime) follow hot-plugged devices through udev's
-# netlink socket; libusb does not start without it.
+# libcamera and libusb follow hot-plugged devices through udev's netlink socket, and libusb does
+# not start without it; the Edge TPU runtime lists USB Edge TPUs through libusb even when it
+# opens a PCIe one.
 NETLINK_HARDWARE = ("picamera2", "coral:usb", "coral:pci")
 
 

@@ -174,3 +174,20 @@ def test_no_calibrate_leaves_t_at_1(trained_run, tmp_path, capsys):
     images = load_batch([s.path for s in test], info.preprocess)
     ours = TFLiteClassifier(out / "model.tflite").predict_batch(images)
     assert np.abs(ours - model.predict(images.astype(np.float32), verbose=0)).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_bare_keras_fits_on_the_held_out_part_of_a_labelled_calib(trained_run, tmp_path, capsys):
+    import shutil
+
+    from tests.conftest import write_color_dataset
+
+    shutil.copy(trained_run / "model.keras", tmp_path / "m.keras")
+    (tmp_path / "labels.txt").write_text("blue\ngreen\nred\n")
+    data = write_color_dataset(tmp_path / "data", per_class=10, size=16, seed=5)
+    code, text, err = run_cli(["convert", tmp_path / "m.keras", "--labels", tmp_path / "labels.txt", "--calib", data,
+                               "--quant", "float32", "--out", tmp_path / "b"], capsys)
+    assert code == 0, err
+    cal = json.loads((tmp_path / "b" / "conversion_report.json").read_text())["calibration"]
+    assert cal["applied"] is True and cal["fitted_on"] == "calib-holdout" and cal["num_images"] == 6
+    assert "fitted on the verification images" in cal["note"] and "ECE (15 bins)" in text

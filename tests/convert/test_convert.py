@@ -220,7 +220,11 @@ def test_edgetpu_bundle_with_compiler(trained_run, tmp_path, monkeypatch):
     convert_source(trained_run, tmp_path / "coral", ConvertConfig.int8(edgetpu=True, num_calib=30), progress=False)
     rep = json.loads((tmp_path / "coral" / "edgetpu_report.json").read_text())
     assert rep["compiler"]["compiled"] is True and "Compilation succeeded!" in rep["compiler"]["log"]
-    assert (tmp_path / "coral" / "model_edgetpu.tflite").is_file()
+    compiled = tmp_path / "coral" / "model_edgetpu.tflite"
+    assert compiled.is_file()
+    # the runtime verifies the compiled model as it verifies model.tflite
+    info = json.loads((tmp_path / "coral" / "model.json").read_text())
+    assert info["edgetpu_sha256"] == hashlib.sha256(compiled.read_bytes()).hexdigest()
 
 
 def test_mediapipe_reads_our_labels_and_agrees(int8_bundle, trained_run):
