@@ -92,7 +92,7 @@ class Classifier:
                                           prefer_edgetpu=device.startswith("coral"), verify=verify)
         self.verified = verify
         if not verify:
-            log.warning("%s: not verified (--no-verify): its sha256 is not checked against model.json", self.bundle.model_path)
+            log.warning("model %s is not verified (--no-verify): its sha256 is not checked against model.json", self.bundle.model_path)
         self.backend = load_backend()
         delegates = []
         if device.startswith("coral") or self.bundle.edgetpu:
@@ -172,6 +172,34 @@ class Classifier:
             if progress:
                 progress(1)
         return done, skipped
+
+    def explain(self, image: ImageLike, *, target: Optional[Union[str, int]] = None, patch: Optional[int] = None,
+                stride: Optional[int] = None) -> np.ndarray:
+        """Occlusion-sensitivity heatmap of one image: where covering it with a grey square
+        lowers the probability of ``target`` most (``edgesight explain`` on a bundle).
+
+        Args:
+            image: a file path or a BGR ``uint8`` frame.
+            target: the label (or class index) to explain; default: the predicted one.
+            patch, stride: the square's side and step in input pixels (default: about a fifth
+                of the input side, and half of that).
+
+        Returns:
+            float32 ``HxW`` at the model's input size, 0 to 1 (1: what the decision rests on
+            most; all 0 when no position lowers the probability).
+
+        Raises:
+            ImageReadError: the file is not a readable image.
+            ConfigError: ``target`` is not a label, or ``patch``/``stride`` is out of range.
+        """
+        from .tools.explain import OcclusionExplainer, resolve_target
+
+        model = self._open()
+        t = resolve_target(target, self.labels)
+        pixels = self._pixels(image)
+        with self._lock:
+            explainer = OcclusionExplainer(model, self.bundle.model_path, self.bundle.info, patch=patch, stride=stride)
+            return explainer.explain(pixels, t).heatmap
 
     def stream(self, source: Union[str, int] = "0", **options: Any) -> Iterator[Result]:
         """The camera loop as an iterator: classify ``source`` and yield a

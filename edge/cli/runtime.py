@@ -78,7 +78,7 @@ def benchmark(bundle: Path, labels, device, no_verify, threads: str, runs: int, 
     b = load_bundle(bundle, labels_arg(Path(labels) if labels else None), prefer_edgetpu=device.startswith("coral"),
                     verify=not no_verify)
     if no_verify:
-        click.echo(f"warning: {b.model_path}: not verified (--no-verify): its sha256 is not checked against model.json", err=True)
+        click.echo(f"warning: model {b.model_path} is not verified (--no-verify): its sha256 is not checked against model.json", err=True)
     backend = load_backend()
     factory = None
     if device.startswith("coral") or b.edgetpu:

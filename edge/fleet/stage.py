@@ -220,20 +220,28 @@ def stage(archive: PathLike, root: PathLike, prefix: str = DEFAULT_PREFIX, user:
         if not (_contained(root, target) / MANIFEST).is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{release}.partial-", dir=target.parent))
-            staging.chmod(0o755)
-            shutil.copytree(src / "model", staging / "model")
-            for name in ("profile.yaml", "run.args", "requirements.txt", MANIFEST):
-                shutil.copyfile(src / name, staging / name)
-            write_text(staging / UNIT, unit)
-            # The release exists complete or not at all, as install.sh leaves it.
-            replace_dir(staging, target)
+            try:
+                staging.chmod(0o755)
+                shutil.copytree(src / "model", staging / "model")
+                for name in ("profile.yaml", "run.args", "requirements.txt", MANIFEST):
+                    shutil.copyfile(src / name, staging / name)
+                write_text(staging / UNIT, unit)
+                # The release exists complete or not at all, as install.sh leaves it.
+                replace_dir(staging, target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
         written.append(target)
         # The first-boot installer verifies these files against MANIFEST.json, so they stay as shipped.
         _contained(root, first).mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{TOP}.partial-", dir=first))
-        staging.chmod(0o755)
-        shutil.copytree(src, staging, dirs_exist_ok=True)
-        written.append(replace_dir(staging, _contained(root, first / TOP)))
+        try:
+            staging.chmod(0o755)
+            shutil.copytree(src, staging, dirs_exist_ok=True)
+            written.append(replace_dir(staging, _contained(root, first / TOP)))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         written.append(_link(_contained(root, base / "current", replaced=True), f"releases/{release}"))
 
         written.append(_write_config(_contained(root, systemd_dir / UNIT, replaced=True), unit))

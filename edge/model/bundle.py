@@ -45,7 +45,8 @@ def model_file_name(info: ModelInfo, json_path: Path) -> str:
     return str(name)
 
 
-def expected_sha(model_path: Path, info: ModelInfo, json_path: Path, hint: str = ", or pass --no-verify to run it unverified") -> str:
+def expected_sha(model_path: Path, info: ModelInfo, json_path: Path,
+                 hint: str = ", or pass --no-verify to run it unverified") -> str:
     """The sha256 model.json records for ``model_path`` (the model or its Edge TPU compilation).
 
     ``hint`` ends the error: the way around it where there is one.

@@ -243,6 +243,17 @@ def test_rehashed_run_args_are_still_checked(tmp_path, capsys, extra, message):
     assert code == 1 and message in err and os.listdir(root) == ["etc"]
 
 
+def test_every_builtin_profile_writes_run_args_that_verify():
+    from edgesight.edge.fleet.profiles import list_presets, list_profiles
+    from edgesight.edge.fleet.runsettings import check_run_args, run_args
+
+    for profile in list_profiles():
+        for preset in [None] + list_presets():
+            r = resolve(load_profile(profile), load_preset(preset) if preset else None)
+            values = check_run_args(run_args(r), r.title)
+            assert values.get("status_file") == r.runtime.status_file
+
+
 # --------------------------------------------------------------------------------------------
 # 4. root is never the service user
 
