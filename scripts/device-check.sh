@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The device check: a signed deploy archive installs offline and runs on arm64.
+#
+#   sudo bash scripts/device-check.sh [BUNDLE VIDEO]
+#
+# Bootstraps a Debian 12 arm64 root (Raspberry Pi OS Bookworm's base; cached in
+# /var/cache/edgesight/arm64-root, EDGESIGHT_ARM64_ROOT moves it) and runs it under qemu-user
+# emulation. A model bundle (default: the one `edgesight demo --fast` makes, with its dashcam
+# video) is packed for the rpi5 profile with its offline wheelhouse, signed with a throw-away
+# key, staged into a copy of the root with `edgesight deploy --target --trust`, installed by the
+# archive's own install.sh inside the root with networking off (unshare -n), and run there on the
+# video. Its labels must match this machine's run on at least 98 % of frames with scores within
+# 0.02 (ARM and x86 int8 kernels round differently). The emulated invoke time is printed too: it
+# shows the model ran, not how fast a Pi is. Results: benchmarks/results/device_check.json.
+#
+# Needs root and Debian packages only: qemu-user-static, mmdebstrap (installed when missing).
+# The apt packages of the profile (python3-picamera2, ...) exist only on Raspberry Pi OS, so the
+# install skips apt (EDGESIGHT_SKIP_APT=1) and the run reads the video instead of the camera.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+VENV="${EDGESIGHT_VENV:-.venv}"
+ES="$REPO/$VENV/bin/edgesight"
+PY="$REPO/$VENV/bin/python"
+ROOT_CACHE="${EDGESIGHT_ARM64_ROOT:-/var/cache/edgesight/arm64-root}"
+PROFILE="${EDGESIGHT_CHECK_PROFILE:-rpi5}"
+
+say() { printf 'device-check: %s\n' "$*"; }
+die() { printf 'device-check: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (mmdebstrap, binfmt_misc and chroot need it): sudo bash scripts/device-check.sh"
+[ -x "$ES" ] || die "$ES not found: run bash scripts/test.sh (or scripts/demo.sh) first to make the venv"
+
+need=""
+command -v mmdebstrap >/dev/null || need="$need mmdebstrap"
+[ -x /usr/bin/qemu-aarch64-static ] || need="$need qemu-user-static"
+command -v ssh-keygen >/dev/null || need="$need openssh-client"
+if [ -n "$need" ]; then
+    say "installing$need"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    cat /usr/lib/binfmt.d/qemu-aarch64.conf >/proc/sys/fs/binfmt_misc/register
+fi
+
+if [ ! -x "$ROOT_CACHE/usr/bin/python3" ]; then
+    say "bootstrapping a Debian 12 arm64 root in $ROOT_CACHE (about 5 minutes, once)"
+    rm -rf "$ROOT_CACHE.partial"
+    mkdir -p "$(dirname "$ROOT_CACHE")"
+    mmdebstrap --quiet --arch=arm64 --variant=apt \
+        --include=python3,python3-venv,python3-pip,libgl1,libglib2.0-0,openssh-client \
+        bookworm "$ROOT_CACHE.partial"
+    mv "$ROOT_CACHE.partial" "$ROOT_CACHE"
+fi
+
+WORK=$(mktemp -d /tmp/edgesight-device-check.XXXXXX)
+ROOT="$WORK/root"
+cleanup() {
+    for m in proc sys; do mountpoint -q "$ROOT/$m" 2>/dev/null && umount "$ROOT/$m"; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [ $# -ge 2 ]; then
+    BUNDLE=$(realpath "$1"); VIDEO=$(realpath "$2"); ROI_ARGS=()
+else
+    say "making a bundle and a video with edgesight demo --fast"
+    "$ES" demo --fast --out "$WORK/demo" >"$WORK/demo.log" 2>&1 || { cat "$WORK/demo.log"; die "edgesight demo failed"; }
+    BUNDLE="$WORK/demo/model-int8"; VIDEO="$WORK/demo/drive.mp4"
+    ROI_ARGS=(--roi "$("$PY" -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["roi"])))' "$WORK/demo/drive.json")")
+fi
+RUN_ARGS=(--threshold 0 --smooth 1 --stats-interval 0 -q "${ROI_ARGS[@]}")
+
+say "copying the arm64 root"
+cp -a "$ROOT_CACHE" "$ROOT"
+ssh-keygen -q -t ed25519 -N '' -C device-check -f "$WORK/release-key"
+
+say "packing $BUNDLE for $PROFILE with its wheelhouse, signed"
+"$ES" bundle "$BUNDLE" --profile "$PROFILE" --sign "$WORK/release-key" -o "$WORK/archive.tar.gz"
+say "archive: $(du -h "$WORK/archive.tar.gz" | cut -f1)"
+"$ES" deploy "$WORK/archive.tar.gz" --target "$ROOT" --trust "$WORK/release-key.pub"
+
+mount -t proc proc "$ROOT/proc"
+mount -t sysfs sys "$ROOT/sys"
+installer=$(cd "$ROOT" && ls -d opt/edgesight/firstboot/*/install.sh | head -n 1)
+[ -n "$installer" ] || die "no first-boot installer staged under $ROOT/opt/edgesight/firstboot"
+say "installing inside the arm64 root with no network: /$installer"
+t0=$(date +%s)
+EDGESIGHT_SKIP_APT=1 unshare -n chroot "$ROOT" /bin/sh "/$installer" 2>&1 | sed 's/^/  /'
+say "installed in $(( $(date +%s) - t0 )) s"
+
+cp "$VIDEO" "$ROOT/tmp/video.mp4"
+say "running edgesight on the video inside the arm64 root"
+unshare -n chroot "$ROOT" /opt/edgesight/current/venv/bin/edgesight run /opt/edgesight/current/model \
+    --source /tmp/video.mp4 --jsonl /tmp/arm64.jsonl "${RUN_ARGS[@]}" | sed 's/^/  /'
+unshare -n chroot "$ROOT" /opt/edgesight/current/venv/bin/edgesight benchmark /opt/edgesight/current/model \
+    --runs 20 --warmup 3 --json /tmp/arm64-bench.json >/dev/null
+"$ES" run "$BUNDLE" --source "$VIDEO" --jsonl "$WORK/x86.jsonl" "${RUN_ARGS[@]}" >/dev/null
+"$ES" benchmark "$BUNDLE" --runs 50 --json "$WORK/x86-bench.json" >/dev/null
+
+mkdir -p benchmarks/results
+"$PY" - "$ROOT/tmp/arm64.jsonl" "$WORK/x86.jsonl" "$ROOT/tmp/arm64-bench.json" "$WORK/x86-bench.json" "$PROFILE" "$(uname -m)" <<'EOF'
+import json, sys
+arm, x86 = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+a = {e["frame"]: e for e in arm}
+x = {e["frame"]: e for e in x86}
+frames = sorted(set(a) & set(x))
+if not frames or len(frames) != len(x):
+    sys.exit(f"device-check: error: the arm64 run reported {len(a)} frames, this machine {len(x)}")
+same = [f for f in frames if a[f]["label"] == x[f]["label"]]
+diffs = [abs(a[f]["score"] - x[f]["score"]) for f in same]
+bench = [json.load(open(p)) for p in sys.argv[3:5]]
+
+
+def p50(b):
+    rows = b.get("threads") or b.get("results") or []
+    row = rows[0] if isinstance(rows, list) and rows else b
+    return (row.get("invoke_ms") or {}).get("p50") if isinstance(row, dict) else None
+
+
+result = {
+    "profile": sys.argv[5],
+    "host": sys.argv[6],
+    "frames": len(frames),
+    "labels_equal": len(same),
+    "labels_equal_share": round(len(same) / len(frames), 4),
+    "max_score_diff": round(max(diffs), 4) if diffs else None,
+    "arm64_invoke_ms_p50_emulated": p50(bench[0]),
+    "host_invoke_ms_p50": p50(bench[1]),
+    "passed": len(same) / len(frames) >= 0.98 and (max(diffs) if diffs else 0) <= 0.02,
+}
+json.dump(result, open("benchmarks/results/device_check.json", "w"), indent=2)
+print(f"device-check: {result['labels_equal']} of {result['frames']} frames have the same label on arm64 and {result['host']} "
+      f"({result['labels_equal_share']:.1%}), largest score difference {result['max_score_diff']}; "
+      f"invoke p50 {result['arm64_invoke_ms_p50_emulated']} ms emulated vs {result['host_invoke_ms_p50']} ms here")
+sys.exit(0 if result["passed"] else 1)
+EOF
+say "passed; benchmarks/results/device_check.json"
