@@ -24,6 +24,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "evaluate": ("edgesight.training.cli", "evaluate", "Measure a trained model on labelled images."),
     "datasets": ("edgesight.training.cli", "datasets", "Generate and inspect datasets."),
     "convert": ("edgesight.convert.cli", "convert", "Convert a trained model to a verified int8/float16 TFLite bundle."),
+    "explain": ("edgesight.training.explain_cli", "explain", "Heatmaps of where a model looks: Grad-CAM (run folder) or occlusion (bundle, no TensorFlow)."),
     "run": ("edgesight.edge.cli.runtime", "run", "Classify a camera, stream, video or folder in real time."),
     "classify": ("edgesight.edge.cli.runtime", "classify", "Classify image files and folders with a model bundle."),
     "doctor": ("edgesight.edge.cli.runtime", "doctor", "Check this machine: backend, cameras, Edge TPU, temperature, disk."),

@@ -2,7 +2,8 @@
 
 Run folder contents: ``model.keras`` (the inference model, without augmentation), ``labels.txt``,
 ``model.json`` (preprocessing spec), ``config.yaml``, ``split.json``, ``skipped.txt``,
-``history.json``, ``training_curves.png``, ``metrics.json``, ``confusion_matrix.png``.
+``history.json``, ``training_curves.png``, ``metrics.json``, ``confusion_matrix.png``, and
+``errors.png`` (Grad-CAM maps of the misclassified test images) when there are any.
 It is assembled in ``<out>.partial`` and moved into place only when complete.
 """
 
@@ -293,6 +294,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         metrics = report_for(core, info, samples, batch_size=max(32, cfg.batch_size))
         metrics["split"] = eval_split
         plot_confusion_matrix(metrics["confusion_matrix"], info.labels, staging / "confusion_matrix.png", title=f"{eval_split} split")
+        from .explain import ERRORS_FILE, errors_summary, write_errors_grid
+
+        metrics["errors"] = write_errors_grid(core, info, samples, staging / ERRORS_FILE)
     metrics.update({"best_epoch": best_epoch + 1, "epochs_run": len(history.get("loss", [])), "interrupted": interrupted,
                     "time_limited": time_limited, "skipped_files": len(split.skipped)})
     if samples and cfg.probe and has_weights(backbone, weights) and not interrupted:
@@ -308,6 +312,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     secs = time.time() - t0
     if samples:
         print(format_report(metrics))
+        print(errors_summary(metrics["errors"], eval_split))
     if "linear_probe" in metrics:
         from .probe import verdict
 
