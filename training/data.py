@@ -344,8 +344,11 @@ def _check_class_counts(source: Path, layout: str, candidates, given, classes) -
         if counts[c] < min_needed:
             total = sum(1 for p, lab, sp in candidates if lab == c and sp in ("train", "all"))
             where = f"{source}/train/{c}" if layout == "presplit" else (f"{source}/{c}" if layout == "folders" else f"{source} (label '{c}')")
+            unreadable = total - counts[c]
+            found = (f"{counts[c]} usable image(s) of {total} ({unreadable} skipped as unreadable)" if unreadable
+                     else f"{counts[c]} image(s)")
             raise DatasetError(
-                f"{where}: class '{c}' has {counts[c]} usable image(s) of {total} (the rest were skipped as unreadable); "
+                f"{where}: class '{c}' has {found}; "
                 f"each class needs at least {min_needed}: add images or remove the class"
             )
 

@@ -23,7 +23,7 @@ def list_images(location: str) -> List[str]:
     """The image files of a folder, glob pattern or single image, sorted by path.
 
     Args:
-        location: a folder (its direct children are listed), a glob pattern (``**`` recurses) or
+        location: a folder (listed recursively), a glob pattern (``**`` recurses) or
             one image file. Extensions are matched in any case: jpg, jpeg, png, bmp, webp, tif, tiff.
 
     Returns:
@@ -34,7 +34,11 @@ def list_images(location: str) -> List[str]:
     """
     kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
     if os.path.isdir(location):
-        candidates = [os.path.join(location, n) for n in os.listdir(location)]
+        # Recursively, like `edgesight classify`: a dataset of class folders plays as one
+        # sequence; hidden files and folders are left out.
+        candidates = [os.path.join(d, n) for d, dirs, files in os.walk(location)
+                      for n in files if not n.startswith(".")
+                      if not any(part.startswith(".") for part in os.path.relpath(d, location).split(os.sep) if part != ".")]
         where = f"folder {location}"
     elif os.path.isfile(location):
         candidates = [location]

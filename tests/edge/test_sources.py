@@ -136,18 +136,19 @@ def test_image_folder_sorted_any_case_skips_corrupt_with_warning(image_folder, c
     with open_source(str(image_folder)) as src:
         assert isinstance(src, DecodeAhead) and isinstance(src.source, ImageFolderSource) and not src.live
         frames = read_all(src)
-    assert [Path(f.path).name for f in frames] == ["a.PNG", "b.png", "c.Jpg"]
-    assert [f.index for f in frames] == [0, 1, 3]  # the gap is the skipped file
+    # sub-folders too, like `edgesight classify`
+    assert [Path(f.path).name for f in frames] == ["a.PNG", "b.png", "c.Jpg", "d.png"]
+    assert [f.index for f in frames] == [0, 1, 3, 4]  # the gap is the skipped file
     assert all(f.image.shape == (12, 16, 3) for f in frames)  # the grey PNG comes back as BGR
-    assert [int(round(f.image.mean())) for f in frames] == [10, 20, 30]
-    assert src.skipped == 1 and src.captured == 3
+    assert [int(round(f.image.mean())) for f in frames] == [10, 20, 30, 40]
+    assert src.skipped == 1 and src.captured == 4
     assert any("b_corrupt.png" in r.getMessage() for r in caplog.records if r.name == "edgesight.source")
 
 
 def test_image_folder_loop_counts_a_corrupt_file_once(image_folder):
     with ImageFolderSource(str(image_folder), loop=True) as src:
         frames = read_all(src, limit=7)
-    assert [Path(f.path).name for f in frames] == ["a.PNG", "b.png", "c.Jpg"] * 2 + ["a.PNG"]
+    assert [Path(f.path).name for f in frames] == ["a.PNG", "b.png", "c.Jpg", "d.png"] + ["a.PNG", "b.png", "c.Jpg"]
     assert src.skipped == 1
 
 
@@ -691,3 +692,18 @@ def test_small_videos_decode_on_one_ffmpeg_thread_large_ones_keep_threading(tmp_
     with VideoFileSource(str(big)) as large:
         assert large._cap.get(cv2.CAP_PROP_N_THREADS) == cv2.VideoCapture(str(big)).get(cv2.CAP_PROP_N_THREADS)
         assert len(read_all(large)) == 2
+
+
+def test_a_folder_of_class_folders_plays_recursively_in_path_order(tmp_path):
+    import cv2 as _cv2
+
+    for cls in ("b_stop", "a_yield"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            _cv2.imwrite(str(tmp_path / cls / f"{i}.png"), np.full((8, 8, 3), 10 * i, np.uint8))
+    (tmp_path / ".hidden").mkdir()
+    _cv2.imwrite(str(tmp_path / ".hidden" / "x.png"), np.zeros((8, 8, 3), np.uint8))
+    from edgesight.edge.sources.folder import list_images
+
+    names = [os.path.relpath(p, tmp_path) for p in list_images(str(tmp_path))]
+    assert names == ["a_yield/0.png", "a_yield/1.png", "b_stop/0.png", "b_stop/1.png"]

@@ -108,7 +108,7 @@ def test_csv_row_without_file_is_an_error(tmp_path):
         (lambda r: _img(r / "loose.png"), "no class sub-folders \\(found 1 loose images\\)"),
         (lambda r: [_img(r / "only" / f"{i}.png") for i in range(3)], "only 1 class found \\(only\\)"),
         (lambda r: ([_img(r / "a" / f"{i}.png") for i in range(3)], (r / "b").mkdir()), "b: class folder has no images"),
-        (lambda r: ([_img(r / "a" / f"{i}.png") for i in range(3)], _img(r / "b" / "0.png")), "class 'b' has 1 usable image"),
+        (lambda r: ([_img(r / "a" / f"{i}.png") for i in range(3)], _img(r / "b" / "0.png")), r"class 'b' has 1 image\(s\); each class needs at least 2"),
     ],
 )
 def test_dataset_errors(tmp_path, setup, match):
