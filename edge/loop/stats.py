@@ -72,6 +72,11 @@ class LoopStats:
         }
 
     def line(self) -> str:
+        """The periodic progress line: frames, FPS, drops, latency p50/p95/p99 and the mean time
+        of each stage."""
         p = self.percentiles()
-        lat = f"latency p50 {p['p50']:.1f} ms p95 {p['p95']:.1f} ms" if p["p50"] is not None else "latency -"
-        return f"{self.frames} frames, {self.recent_fps or self.fps:.1f} FPS, dropped {self.dropped_source}, {lat}"
+        lat = (f"latency p50 {p['p50']:.1f} / p95 {p['p95']:.1f} / p99 {p['p99']:.1f} ms" if p["p50"] is not None
+               else "latency -")
+        stages = ", ".join(f"{k} {v / self.frames:.1f}" for k, v in self.stage_sum.items()) if self.frames else ""
+        return (f"{self.frames} frames, {self.recent_fps or self.fps:.1f} FPS, dropped {self.dropped_source}, {lat}"
+                + (f" (per frame ms: {stages})" if stages else ""))

@@ -342,3 +342,14 @@ def test_a_slow_output_drops_the_oldest_results_of_a_camera(color_bundle):
     assert not sink.lossless and stats.frames == 40
     assert stats.dropped_sinks > 0 and len(inner.frames) + stats.dropped_sinks == 40
     assert inner.frames == sorted(inner.frames) and inner.frames[-1] == max(inner.frames)
+
+
+def test_the_progress_line_has_p99_and_the_stages():
+    from edgesight.edge.loop.stats import LoopStats
+
+    st = LoopStats()
+    for ms in range(1, 101):
+        st.add(float(ms), {"preprocess": 1.0, "invoke": 3.0})
+    line = st.line()
+    assert "latency p50 50.5 / p95 95.0 / p99 99.0 ms" in line
+    assert line.endswith("(per frame ms: preprocess 1.0, invoke 3.0)")
