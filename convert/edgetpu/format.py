@@ -40,4 +40,10 @@ def format_edgetpu_report(report: Dict[str, Any]) -> str:
             quant = f" scale {t['scale']} zero_point {t['zero_point']}" if t.get("scale") is not None else ""
             lines.append(f"{side[:-1]} {t['name']}: {t['dtype']} {t['shape']}{quant}")
     lines.extend(f"warning: {w}" for w in report.get("warnings", []))
+    compiler = report.get("compiler")
+    if compiler:
+        if compiler.get("compiled"):
+            lines.append(f"compiled: {compiler.get('path')}" + (f" (edgetpu_compiler {compiler['version']})" if compiler.get("version") else ""))
+        else:
+            lines.append(f"not compiled: {compiler.get('reason') or 'edgetpu_compiler did not produce a model'}")
     return "\n".join(lines)

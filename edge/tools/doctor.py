@@ -47,8 +47,9 @@ class Report:
         lines = []
         for c in self.checks:
             lines.append(f"[{mark[c.ok]}] {c.name:<{width}}  {c.detail}")
-            if c.fix and c.ok is False:
-                lines.append(f"       {'':<{width}}  fix: {c.fix}")
+            if c.fix and c.ok is not True:
+                # an optional piece (no Edge TPU attached yet) still says how to add it
+                lines.append(f"       {'':<{width}}  {'fix' if c.ok is False else 'to add'}: {c.fix}")
         if self.can_run is not None:
             lines.append("this machine can run the bundle" if self.can_run else "this machine cannot run the bundle (see above)")
         return "\n".join(lines)

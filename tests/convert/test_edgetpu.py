@@ -439,3 +439,14 @@ def test_parse_compiler_log_reads_the_log_file_format():
     ]
     assert parse_compiler_log("Edge TPU Compiler version 14.1.317412892\n")["runtime_version"] == 13
     assert parse_compiler_log(text.replace("\n", "\r\n"))["ops"] == parsed["ops"]
+
+
+def test_the_printed_report_says_why_nothing_was_compiled():
+    from edgesight.convert.edgetpu import format_edgetpu_report
+    from edgesight.convert.edgetpu.compiler import NOT_FOUND_REASON
+
+    report = {"ops": [], "num_ops": 0, "num_mapped": 0, "io": {"inputs": [], "outputs": []},
+              "compiler": {"compiled": False, "reason": NOT_FOUND_REASON}}
+    assert format_edgetpu_report(report).splitlines()[-1] == f"not compiled: {NOT_FOUND_REASON}"
+    report["compiler"] = {"compiled": True, "path": "b/model_edgetpu.tflite", "version": "16.0"}
+    assert format_edgetpu_report(report).splitlines()[-1] == "compiled: b/model_edgetpu.tflite (edgetpu_compiler 16.0)"

@@ -68,3 +68,14 @@ def test_doctor_bundle_exit_status(color_bundle, tmp_path, capsys):
         main(["doctor", "--bundle", str(broken)])
     out = capsys.readouterr().out
     assert e.value.code == 1 and "sha256 does not match" in out and "cannot run the bundle" in out
+
+
+def test_optional_pieces_say_how_to_add_them():
+    from edgesight.edge.tools.doctor import Check, Report
+
+    rep = Report()
+    rep.checks = [Check("Edge TPU delegate", None, "not loadable", "sudo apt-get install libedgetpu1-std"),
+                  Check("opencv", True, "5.0", "never shown"), Check("camera", False, "none", "plug one in")]
+    lines = rep.format().splitlines()
+    assert lines[1].strip() == "to add: sudo apt-get install libedgetpu1-std"
+    assert lines[3].strip() == "fix: plug one in" and "never shown" not in rep.format()
