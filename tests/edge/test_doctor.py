@@ -78,4 +78,4 @@ def test_optional_pieces_say_how_to_add_them():
                   Check("opencv", True, "5.0", "never shown"), Check("camera", False, "none", "plug one in")]
     lines = rep.format().splitlines()
     assert lines[1].strip() == "to add: sudo apt-get install libedgetpu1-std"
-    assert lines[3].strip() == "fix: plug one in" and "never shown" not in rep.format()
+    assert lines[4].strip() == "fix: plug one in" and "never shown" not in rep.format()
