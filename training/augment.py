@@ -13,6 +13,9 @@ PRESETS: Dict[str, Optional[Dict[str, float]]] = {
     "light": {"rotation": 0.02, "zoom": 0.05, "translation": 0.05, "brightness": 0.05, "contrast": 0.05},
     "standard": {"rotation": 0.05, "zoom": 0.1, "translation": 0.1, "brightness": 0.1, "contrast": 0.15},
     "strong": {"rotation": 0.1, "zoom": 0.2, "translation": 0.15, "brightness": 0.2, "contrast": 0.3},
+    # Light geometry, then the camera corruptions of robust_augment.py in place of brightness
+    # and contrast: occlusion, blur, exposure and contrast, noise, JPEG.
+    "robust": {"rotation": 0.06, "zoom": 0.1, "translation": 0.1},
 }
 
 
@@ -20,7 +23,8 @@ def build_augmentation(preset: str, hflip: bool = True, seed: Optional[int] = No
     """A ``keras.Sequential`` of random layers for ``preset``, or None for ``none``.
 
     Args:
-        preset: ``none``, ``light``, ``standard`` or ``strong``.
+        preset: ``none``, ``light``, ``standard``, ``strong`` or ``robust`` (field
+            corruptions: occlusion, blur, exposure, contrast, noise, JPEG).
         hflip: add random horizontal flips (turn off for traffic signs and text, where a
             mirrored image is a different class).
         seed: seed for the random layers.
@@ -42,7 +46,14 @@ def build_augmentation(preset: str, hflip: bool = True, seed: Optional[int] = No
         L.RandomRotation(p["rotation"], fill_mode="reflect", seed=seed, name="aug_rotation"),
         L.RandomZoom(p["zoom"], fill_mode="reflect", seed=seed, name="aug_zoom"),
         L.RandomTranslation(p["translation"], p["translation"], fill_mode="reflect", seed=seed, name="aug_translation"),
-        L.RandomBrightness(p["brightness"], value_range=(0, 255), seed=seed, name="aug_brightness"),
-        L.RandomContrast(p["contrast"], value_range=(0, 255), seed=seed, name="aug_contrast"),
     ]
+    if preset == "robust":
+        from .robust_augment import robust_layers
+
+        stack += robust_layers(seed)
+    else:
+        stack += [
+            L.RandomBrightness(p["brightness"], value_range=(0, 255), seed=seed, name="aug_brightness"),
+            L.RandomContrast(p["contrast"], value_range=(0, 255), seed=seed, name="aug_contrast"),
+        ]
     return keras.Sequential(stack, name=f"augment_{preset}")

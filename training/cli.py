@@ -46,13 +46,23 @@ def train(ctx: click.Context, data: Optional[Path], config_path: Optional[Path],
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the confusion matrix as PNG.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--trust-model", is_flag=True, help="Allow Lambda/custom layers, which run code from the model file.")
-def evaluate(model: Path, data: Optional[Path], split: str, labels: Optional[Path], json_out: Optional[Path], plot: Optional[Path], batch_size: int, trust_model: bool) -> None:
+@click.option("--robustness", is_flag=True, help="Report accuracy under noise, blur, dark/bright, contrast, JPEG, haze, rotation, occlusion and low resolution at 5 severities; --json/--plot receive it (default: robustness.json/.png in the run folder, else the current folder).")
+@click.option("--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), help="With --robustness: the model's TFLite bundle (or .tflite), evaluated beside the float model.")
+@click.option("--corruptions", metavar="NAMES", help="With --robustness: a comma-separated subset of the corruptions (default: all).")
+@click.option("--seed", type=int, default=0, show_default=True, help="With --robustness: seed of the random parts of the corruptions.")
+def evaluate(model: Path, data: Optional[Path], split: str, labels: Optional[Path], json_out: Optional[Path], plot: Optional[Path], batch_size: int, trust_model: bool,
+             robustness: bool, bundle_path: Optional[Path], corruptions: Optional[str], seed: int) -> None:
     """Measure MODEL (a run folder, .keras file, model bundle or .tflite file) on DATA (a dataset
     folder or CSV; default: the run's own test split)."""
+    if (bundle_path or corruptions) and not robustness:
+        raise ConfigError("--bundle and --corruptions belong to the robustness report: add --robustness")
     from edgesight.edge.fsutil import write_json
     from .metrics import format_report
+    from .corruptions import select
     from .data import format_skipped
     from .evaluate import is_tflite_source, load_model_source, report_for, samples_to_evaluate
+
+    names = select(corruptions) if robustness else []
 
     if is_tflite_source(model):
         from edgesight.edge.model.bundle import labels_arg, load_bundle
@@ -69,6 +79,16 @@ def evaluate(model: Path, data: Optional[Path], split: str, labels: Optional[Pat
     samples, used, skipped = samples_to_evaluate(data, split)
     if skipped:
         click.echo(format_skipped(skipped))
+    if robustness:
+        from .robustness import contenders_for, default_outputs, format_robustness, robustness_report, save_robustness
+
+        models = contenders_for(keras_model, info, model, bundle_path, labels, batch_size)
+        rob = {"data": str(data), "split": used, **robustness_report(models, info.labels, samples, names, seed)}
+        click.echo(format_robustness(rob))
+        default_json, default_plot = default_outputs(model if model.is_dir() and not is_tflite_source(model) else None)
+        for path in save_robustness(rob, json_out or default_json, plot or default_plot, title=f"{Path(data).name} ({used})"):
+            click.echo(f"wrote {path}")
+        return
     report = report_for(keras_model, info, samples, batch_size)
     report["split"] = used
     report["data"] = str(data)

@@ -19,7 +19,7 @@ from edgesight.edge.model.spec import COLORS, INTERPOLATIONS, RESIZE_MODES
 
 from .backbones import list_backbones
 
-AUGMENT_PRESETS = ("none", "light", "standard", "strong")
+AUGMENT_PRESETS = ("none", "light", "standard", "strong", "robust")
 STRATEGIES = ("none", "mirrored", "multiworker")
 CACHE_MODES = ("memory", "disk", "none")
 opt = options.option
@@ -50,7 +50,7 @@ class TrainConfig:
     learning_rate: float = opt(1e-3, "Learning rate (Adam).", flag="lr", min=0.0, min_open=True)
     label_smoothing: float = opt(0.1, "Label smoothing of the cross-entropy loss.", min=0.0, max=0.99)
     class_weights: str = opt("none", "auto: weigh classes by inverse frequency (imbalanced data).", choices=("none", "auto"))
-    augment: str = opt("standard", "Augmentation strength: rotation, zoom, translation, brightness, contrast (+ flips).", choices=AUGMENT_PRESETS)
+    augment: str = opt("standard", "Augmentation strength: rotation, zoom, translation, brightness, contrast (+ flips); robust: light geometry plus camera corruptions (occlusion, blur, exposure, noise, JPEG).", choices=AUGMENT_PRESETS)
     hflip: bool = opt(True, "Random horizontal flips; turn off when a mirror image is another class (traffic signs, text).", negatable=True)
     early_stopping: int = opt(5, "Patience in epochs on validation loss (0 disables).", min=0)
     time_limit: float = opt(0.0, "Seconds of training at most (0: none): no epoch is started that would end past it; the best epoch is kept.", min=0.0)

@@ -1,4 +1,4 @@
-"""Training curves and confusion-matrix figures (PNG, written atomically)."""
+"""Training curves, confusion-matrix and robustness figures (PNG, written atomically)."""
 
 from __future__ import annotations
 
@@ -67,4 +67,38 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence[str], pa
             for j in range(n):
                 if cm[i, j]:
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8, color="white" if norm[i, j] > 0.5 else "black")
+    return _save(fig, path)
+
+
+def plot_robustness(report: Dict, path: Path, title: str = "") -> Path:
+    """Accuracy vs corruption severity (0: clean), one panel per corruption and one for the mean;
+    the float model solid, TFLite models dashed."""
+    plt = _pyplot()
+    models = report["models"]
+    names = list(next(iter(models.values()))["accuracy"])
+    panels = names + ["mean"]
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), sharey=True, squeeze=False)
+    x = [0, *report["severities"]]
+    low = min(min(m["worst_by_severity"] + [m["clean_accuracy"]]) for m in models.values()) * 100
+    for ax, panel in zip(axes.ravel(), panels):
+        for i, (key, m) in enumerate(models.items()):
+            ys = m["mean_by_severity"] if panel == "mean" else m["accuracy"][panel]
+            ax.plot(x, [m["clean_accuracy"] * 100] + [v * 100 for v in ys], marker="o", ms=3, color=f"C{i}",
+                    ls="-" if key == "float" else "--", label=key)
+        ax.set_title(panel, fontsize=10)
+        ax.set_ylim(max(0.0, low - 5), 101)
+        ax.set_xticks(x)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy %")
+    for j in range(cols):
+        axes[(len(panels) - 1 - j) // cols, j].set_xlabel("severity")  # the lowest panel in use
+    axes[0, 0].legend(fontsize=8)
+    summary = ", ".join(f"{k} mean {m['mean_corruption_accuracy'] * 100:.1f}% (clean {m['clean_accuracy'] * 100:.1f}%)" for k, m in models.items())
+    fig.suptitle(f"{title + ': ' if title else ''}{summary}", fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)
