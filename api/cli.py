@@ -32,6 +32,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "profiles": ("edgesight.edge.cli.profiles", "profiles", "List and show device profiles and use-case presets."),
     "bundle": ("edgesight.edge.cli.profiles", "bundle", "Package a model bundle and a device profile as a deploy archive."),
     "deploy": ("edgesight.edge.cli.deploy", "deploy", "Install a deploy archive on devices over SSH (health check, rollback), or stage it on an SD card."),
+    "wheels": ("edgesight.edge.cli.wheels", "wheels", "Fetch the wheels of device profiles into the cache that deploy archives are built from."),
 }
 
 

@@ -11,6 +11,10 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests never reach a package index: `edgesight bundle` makes slim archives unless a test asks for
+# a wheelhouse (built from the wheel cache that scripts/test.sh fills), and pip sees local folders only.
+os.environ.setdefault("EDGESIGHT_WHEELHOUSE", "0")
+os.environ["PIP_NO_INDEX"] = "1"
 
 def run_cli(args, capsys):
     """Run ``edgesight ARGS`` in-process; returns (exit code, stdout, stderr)."""

@@ -1,1 +1,1 @@
-"""The device-side commands of ``edgesight``: run, classify, benchmark, doctor, profiles, bundle, deploy."""
+"""The device-side commands of ``edgesight``: run, classify, benchmark, doctor, profiles, bundle, deploy, wheels."""

@@ -31,9 +31,14 @@ from ..errors import DeployError
 @click.option("--parallel", "-j", type=click.IntRange(min=1), default=4, show_default=True, help="Hosts deployed at the same time.")
 @click.option("--target", type=click.Path(file_okay=False, path_type=Path), help="Stage onto this mounted root filesystem instead (no network).")
 @click.option("--boot", type=click.Path(file_okay=False, path_type=Path), help="With --target: the mounted boot partition, for config.txt.")
+@click.option("--trust", "trust", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="PUBKEY",
+              help="Public key (KEY.pub) the device trusts to sign archives (repeatable): added to its "
+                   "/etc/edgesight/allowed_signers; from then on it refuses archives no trusted key signed.")
+@click.option("--allow-unsigned", is_flag=True,
+              help="Install without checking the archive's signature (development only; every install says so).")
 def deploy(archive: Path, hosts: Tuple[str, ...], port: int, identity: Optional[Path], ssh_options: Tuple[str, ...], prefix: str,
            service_user: Optional[str], keep: int, health_timeout: float, runtime: Optional[str], env: Tuple[str, ...],
-           parallel: int, target: Optional[Path], boot: Optional[Path]) -> int:
+           parallel: int, target: Optional[Path], boot: Optional[Path], trust: Tuple[Path, ...], allow_unsigned: bool) -> int:
     """Install ARCHIVE (from `edgesight bundle`) on devices and check that it runs.
 
     \b
@@ -47,9 +52,15 @@ def deploy(archive: Path, hosts: Tuple[str, ...], port: int, identity: Optional[
     \b
     Onto a mounted SD card (installed on the first boot, with network):
       edgesight deploy signs-rpi5.tar.gz --target /media/$USER/rootfs --boot /media/$USER/bootfs
+
+    \b
+    Signed archives (edgesight bundle --sign KEY): the first deploy pins the key, later ones
+    must be signed by it:
+      edgesight deploy signs-rpi5.tar.gz --host pi@cam1.local --trust ~/.ssh/edgesight-release.pub
     """
     from ..fleet.deploy import deploy as deploy_hosts
     from ..fleet.deploy import format_results
+    from ..fleet.signing import ALLOW_UNSIGNED_ENV, trusted_keys
     from ..fleet.stage import stage
     from ..fleet.targets import DeployConfig, parse_env
 
@@ -58,9 +69,19 @@ def deploy(archive: Path, hosts: Tuple[str, ...], port: int, identity: Optional[
     if boot is not None and target is None:
         raise DeployError("--boot needs --target: it edits the boot partition of a mounted SD card")
     environment = parse_env(env)
+    signers = trusted_keys(trust)
+    if allow_unsigned or dict(environment).get(ALLOW_UNSIGNED_ENV) == "1":
+        click.echo("WARNING: --allow-unsigned: the archive's signature is NOT checked on the devices; for development only", err=True)
     if target is not None:
-        report = stage(archive, target, prefix=prefix, user=service_user, boot=boot, env=environment)
+        report = stage(archive, target, prefix=prefix, user=service_user, boot=boot, env=environment, trust=signers,
+                       allow_unsigned=allow_unsigned)
+        for warning in report.warnings:
+            click.echo(f"WARNING: {warning}", err=True)
         click.echo(f"staged release {report.release} in {report.prefix_dir} ({len(report.written)} files and links)")
+        if report.trusted:
+            click.echo(f"the card trusts {report.trusted} new signing key(s) (--trust)")
+        if report.signer:
+            click.echo(f"signature checked: signed by {report.signer}")
         if boot is not None:
             added = ", ".join(report.boot_lines)
             click.echo(f"{boot / 'config.txt'}: " + (f"added {added}" if added else "already has the camera settings"))
@@ -69,7 +90,7 @@ def deploy(archive: Path, hosts: Tuple[str, ...], port: int, identity: Optional[
 
     config = DeployConfig(prefix=prefix, user=service_user, port=port, identity=str(identity) if identity else None,
                           ssh_options=ssh_options, keep=keep, health_timeout=health_timeout, runtime=runtime,
-                          env=environment, parallel=parallel)
+                          env=environment, parallel=parallel, trust=signers, allow_unsigned=allow_unsigned)
     lock = threading.Lock()
 
     def progress(host: str, message: str) -> None:

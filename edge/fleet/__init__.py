@@ -7,6 +7,10 @@
 - ``profiles``: loading the YAML files strictly and merging a preset over a profile (``resolve``).
 - ``render``: the systemd unit of a resolved profile.
 - ``archive``: the reproducible deploy archive of ``edgesight bundle``.
+- ``wheelhouse``, ``wheels``, ``wheelbuild``: the archive's ``wheelhouse/`` (every wheel the device
+  installs offline, chosen for its platform and Python and cached), and edgesight's own wheel.
+- ``signing``: ``bundle --sign`` (an OpenSSH signature of the manifest) and the signers a device
+  trusts (``allowed_signers``, ``deploy --trust``).
 - ``targets``, ``ssh``, ``deploy``: ``edgesight deploy`` over SSH (health check, rollback).
 - ``stage``: ``edgesight deploy --target``, an SD card set up without a network.
 
@@ -40,9 +44,12 @@ from .profiles import (
 from .render import render_unit
 from .runsettings import ReviewSettings, RunSettings, frame_size, run_args
 from .settings import DeviceProfile, OsSettings, ResolvedProfile, ServiceSettings, UseCasePreset, dump_yaml, train_args
+from .signing import NAMESPACE, SIGNATURE, sign_manifest, trusted_keys, verify_manifest
 from .ssh import ssh_option_args
 from .stage import StageReport, firstboot_unit, merge_boot_config
 from .targets import DEFAULT_PREFIX, DEFAULT_USER, DeployConfig, HostTarget, check_prefix, parse_env, parse_host
+from .wheelhouse import Wheelhouse, build_wheelhouse, edgesight_only
+from .wheels import Target, target_of
 
 __all__ = [
     # Profiles and presets
@@ -76,6 +83,18 @@ __all__ = [
     "deploy_files",
     "extract_archive",
     "verify_archive",
+    # Signed archives
+    "NAMESPACE",
+    "SIGNATURE",
+    "sign_manifest",
+    "trusted_keys",
+    "verify_manifest",
+    # Wheelhouses
+    "Target",
+    "Wheelhouse",
+    "build_wheelhouse",
+    "edgesight_only",
+    "target_of",
     # Deploying over SSH and staging onto an SD card
     "DEFAULT_PREFIX",
     "DEFAULT_USER",

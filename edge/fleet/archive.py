@@ -9,13 +9,16 @@
       profile.yaml             the resolved profile + use case
       run.args                 the ``edgesight run`` arguments, one per line
       requirements.txt         pinned Python requirements of the device
+      wheelhouse/              edgesight's wheel and, unless --no-wheelhouse, every dependency wheel
+                               for the device's platform and Python (see ``wheelhouse``)
       config.txt.fragment      camera settings for the boot config (Raspberry Pi profiles)
       NN-name.rules            udev rules (Coral profiles)
       model/                   model.tflite, model.json, labels.txt (model_edgetpu.tflite)
 
 The same inputs give the same bytes (sorted entries, fixed times, owners and modes, a gzip header
 without name or time), so an archive can be checked by its hash. The manifest lists every file
-but itself, ``install.sh`` and the unit included. ``verify_archive`` and ``extract_archive``
+but itself and its signature (``MANIFEST.json.sig``, with ``--sign``: see ``signing``),
+``install.sh`` and the unit included. ``verify_archive`` and ``extract_archive``
 refuse links, absolute or ``..`` paths, files missing from or not matching the manifest, and a
 ``run.args`` that no profile could have written (an output outside the service's state directory).
 """
@@ -29,9 +32,9 @@ import json
 import shlex
 import shutil
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .. import __version__
 from ..model.bundle import expected_sha, load_bundle, model_file_name
@@ -41,6 +44,8 @@ from .profiles import builtin_template, preset_file
 from .render import render_unit
 from .runsettings import check_run_args, run_args
 from .settings import ResolvedProfile, dump_yaml
+from .signing import SIGNATURE, SigningKey, sign_manifest
+from .wheelhouse import Wheelhouse, edgesight_only, os_checks
 
 FORMAT = "edgesight.deploy/1"
 TOP = "edgesight-deploy"
@@ -63,11 +68,13 @@ class DeployPackage:
         files: path under ``edgesight-deploy/`` -> bytes, ``MANIFEST.json`` included.
         manifest: the parsed ``MANIFEST.json``.
         warnings: what the device will not do as the profile says, one sentence each.
+        signer: the key that signed ``MANIFEST.json`` (``ED25519 SHA256:...``); '' when unsigned.
     """
 
     files: Dict[str, bytes]
     manifest: Dict[str, Any]
     warnings: Tuple[str, ...]
+    signer: str = ""
 
 
 def _sha256(data: bytes) -> str:
@@ -120,7 +127,7 @@ def _model_files(model_bundle: Path, resolved: ResolvedProfile) -> Tuple[Dict[st
     return files, expected, warnings
 
 
-def _install_script(resolved: ResolvedProfile) -> bytes:
+def _install_script(resolved: ResolvedProfile, wheelhouse: Wheelhouse) -> bytes:
     settings = {
         "PROFILE": resolved.profile,
         "USE_CASE": resolved.use_case or "",
@@ -129,6 +136,8 @@ def _install_script(resolved: ResolvedProfile) -> bytes:
         "SYSTEM_SITE_PACKAGES": "1" if resolved.os.system_site_packages else "0",
         "UDEV_RULES": " ".join(sorted(resolved.os.udev_rules)),
         "BOOT_CONFIG_PATH": resolved.os.boot_config_path,
+        **wheelhouse.install_settings(),
+        **os_checks(resolved),
     }
     block = "# Written by edgesight bundle from the profile.\n" + "".join(f"{k}={shlex.quote(v)}\n" for k, v in settings.items())
     template = builtin_template("install.sh.in")
@@ -141,13 +150,15 @@ def _text(lines: List[str]) -> bytes:
     return "".join(f"{line}\n" for line in lines).encode("utf-8")
 
 
-def deploy_files(model_bundle: PathLike, resolved: ResolvedProfile) -> DeployPackage:
+def deploy_files(model_bundle: PathLike, resolved: ResolvedProfile, wheelhouse: Optional[Wheelhouse] = None) -> DeployPackage:
     """Everything that goes into a deploy archive, in memory.
 
     Args:
         model_bundle: a model bundle folder (``edgesight convert`` output); the sha256 of its model
             is checked against ``model.json`` first.
         resolved: the device profile with its use case.
+        wheelhouse: the wheels the device installs (``wheelhouse.build_wheelhouse`` for every
+            dependency, offline); None: edgesight's wheel alone, the rest from the device's index.
 
     Returns:
         The files (paths under ``edgesight-deploy/``), the manifest and any warnings.
@@ -164,8 +175,12 @@ def deploy_files(model_bundle: PathLike, resolved: ResolvedProfile) -> DeployPac
     ).encode("utf-8")
     files["run.args"] = _text(run_args(resolved))
     files["edgesight.service"] = render_unit(resolved, "@PREFIX@", "@USER@").encode("utf-8")
-    files["install.sh"] = _install_script(resolved)
-    files["requirements.txt"] = _text([f"# Python packages for edgesight on {title}; install.sh installs them.", *resolved.os.requirements])
+    wheelhouse = wheelhouse or edgesight_only()
+    files["install.sh"] = _install_script(resolved, wheelhouse)
+    source = "wheelhouse/, with no package index" if wheelhouse.complete else "the package index (edgesight from wheelhouse/)"
+    files["requirements.txt"] = _text([f"# Python packages for edgesight on {title}; install.sh installs them from {source}.",
+                                       *resolved.os.requirements])
+    files.update(wheelhouse.files())
     if resolved.os.boot_config:
         files["config.txt.fragment"] = resolved.os.boot_config.encode("utf-8")
     for name, rules in resolved.os.udev_rules.items():
@@ -177,6 +192,7 @@ def deploy_files(model_bundle: PathLike, resolved: ResolvedProfile) -> DeployPac
         "use_case": resolved.use_case,
         "model_sha256": model_sha,
         "files": {name: _sha256(data) for name, data in sorted(files.items())},
+        "wheelhouse": wheelhouse.record(),
     }
     files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
     return DeployPackage(files=dict(sorted(files.items())), manifest=manifest, warnings=tuple(warnings))
@@ -215,21 +231,28 @@ def archive_bytes(files: Mapping[str, bytes]) -> bytes:
     return raw.getvalue()
 
 
-def build_deploy_archive(model_bundle: PathLike, resolved: ResolvedProfile, out: PathLike) -> DeployPackage:
+def build_deploy_archive(model_bundle: PathLike, resolved: ResolvedProfile, out: PathLike,
+                         sign: Union[PathLike, SigningKey, None] = None, wheelhouse: Optional[Wheelhouse] = None) -> DeployPackage:
     """Write the deploy archive of ``model_bundle`` for ``resolved`` to ``out`` (atomically).
 
     Args:
         model_bundle: a model bundle folder.
         resolved: the device profile with its use case.
         out: the ``.tar.gz`` to write.
+        sign: an OpenSSH key that signs ``MANIFEST.json`` (``MANIFEST.json.sig`` joins the archive).
+        wheelhouse: as for ``deploy_files``.
 
     Returns:
-        What was written (files, manifest, warnings).
+        What was written (files, manifest, warnings, signer).
 
     Raises:
-        BundleError: as for ``deploy_files``.
+        BundleError: as for ``deploy_files``; the key cannot sign (see ``signing.sign_manifest``).
     """
-    package = deploy_files(model_bundle, resolved)
+    package = deploy_files(model_bundle, resolved, wheelhouse)
+    if sign is not None:
+        signature = sign_manifest(package.files[MANIFEST], sign)
+        files = dict(sorted({**package.files, SIGNATURE: signature.data}.items()))
+        package = replace(package, files=files, warnings=package.warnings + signature.warnings, signer=signature.key)
     write_bytes(out, archive_bytes(package.files))
     return package
 
@@ -265,7 +288,9 @@ def _check_manifest(path: Path, files: Mapping[str, bytes]) -> Dict[str, Any]:
         raise BundleError(f"{path}: {MANIFEST} is not valid ({e}); copy the archive again") from e
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{path}: {MANIFEST} format {manifest.get('format')!r} is not {FORMAT}; use a matching edgesight version")
-    for rel in sorted(set(files) - {MANIFEST}):
+    # The signature cannot list itself in what it signs; whether it verifies is the device's
+    # allowed_signers' question (install.sh), or --trust's (deploy).
+    for rel in sorted(set(files) - {MANIFEST, SIGNATURE}):
         if rel not in listed:
             raise BundleError(f"{path}: {TOP}/{rel} is not listed in {MANIFEST}; the archive was modified")
     for rel, want in sorted(listed.items()):

@@ -4,15 +4,17 @@
 each device it:
 
 1. streams the archive to a temporary folder and checks its sha256 there;
-2. extracts it and runs its ``install.sh``, which verifies every file against ``MANIFEST.json``,
-   copies the release to ``PREFIX/releases/<id>`` and points ``PREFIX/current`` at it atomically;
-3. (re)starts the service: ``systemctl`` where systemd runs, otherwise ``edgesight run`` in the
+2. with ``--trust``, adds those keys to the device's ``allowed_signers`` (see ``signing``);
+3. extracts it and runs its ``install.sh``, which checks the signature of ``MANIFEST.json`` against
+   the signers the device trusts, verifies every file against the manifest, copies the release
+   to ``PREFIX/releases/<id>`` and points ``PREFIX/current`` at it atomically;
+4. (re)starts the service: ``systemctl`` where systemd runs, otherwise ``edgesight run`` in the
    background under ``nohup`` (see ``start`` in ``firmware_configs/remote.sh.in``);
-4. polls the service's status file until it reports processed frames, newer than the restart;
-5. on a failure after the switch, points ``current`` back at the previous release, restarts it
+5. polls the service's status file until it reports processed frames, newer than the restart;
+6. on a failure after the switch, points ``current`` back at the previous release, restarts it
    and reports the host as rolled back; then removes releases beyond ``--keep``.
 
-A failure before the switch leaves the device as it was. ``format_results`` prints the per-host
+A failure before the switch leaves the device as it was, but for the ``--trust`` keys added. ``format_results`` prints the per-host
 outcome as a table. Without a network, ``stage`` puts the same layout onto an SD card.
 """
 
@@ -25,13 +27,14 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DeployError
 from ..model.bundle import sha256_file
 from .archive import MANIFEST, extract_archive
+from .signing import ALLOW_UNSIGNED_ENV, SIGNATURE, verify_manifest
 from .ssh import STEP_TIMEOUT_S, _error_line, _Remote, _StepFailed, ssh_option_args
 from .targets import INSTALL_TIMEOUT_S, DeployConfig, HostTarget, _check_user, check_prefix, parse_host
 
@@ -41,6 +44,7 @@ PathLike = Union[str, Path]
 Progress = Callable[[str, str], None]
 
 INSTALL_DIE_PREFIX = "install.sh: error: "
+INSTALL_WARNING = "install.sh: WARNING: "
 UPLOAD_TIMEOUT_S = 900.0
 
 DEPLOYED, ROLLED_BACK, FAILED = "deployed", "rolled back", "failed"
@@ -58,6 +62,8 @@ class Release:
         size: archive size in bytes.
         profile: the profile title (``rpi5 + traffic-sign``).
         status_file: the ``--status-file`` of its run arguments, or None.
+        manifest: the ``MANIFEST.json`` bytes.
+        signature: the ``MANIFEST.json.sig`` bytes, or None when the archive is unsigned.
     """
 
     archive: Path
@@ -66,6 +72,8 @@ class Release:
     size: int
     profile: str
     status_file: Optional[str]
+    manifest: bytes = b""
+    signature: Optional[bytes] = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,7 @@ def read_release(archive: PathLike) -> Release:
     with tempfile.TemporaryDirectory(prefix="edgesight-deploy-") as tmp:
         root = extract_archive(archive, tmp)
         manifest_bytes = (root / MANIFEST).read_bytes()
+        signature = (root / SIGNATURE).read_bytes() if (root / SIGNATURE).is_file() else None
         args = (root / "run.args").read_text(encoding="utf-8").splitlines()
     manifest = json.loads(manifest_bytes)
     status_file = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--status-file"), None)
@@ -121,6 +130,8 @@ def read_release(archive: PathLike) -> Release:
         size=archive.stat().st_size,
         profile=profile,
         status_file=status_file,
+        manifest=manifest_bytes,
+        signature=signature,
     )
 
 
@@ -139,6 +150,7 @@ class _HostDeploy:
         self.progress = progress
         self.mode = "background"
         self.tmp = ""
+        self.trusted = 0
         self.started = time.monotonic()
 
     def say(self, message: str) -> None:
@@ -159,10 +171,13 @@ class _HostDeploy:
         try:
             self.remote.open()
             previous = self._upload()
+            self._trust()
             switched, install_error = self._install(previous)
         except _StepFailed as e:
             self._finish_quietly(keep=0)
-            return self.result(FAILED, f"{e}; the device is unchanged")
+            unchanged = (f"the release is not installed (the device now trusts the {self.trusted} --trust key(s) added)"
+                         if self.trusted else "the device is unchanged")
+            return self.result(FAILED, f"{e}; {unchanged}")
         note = ""
         try:
             if install_error:
@@ -205,11 +220,24 @@ class _HostDeploy:
         self.mode = "systemd" if systemd and (uid == "0" or sudo) else "background"
         return reply.get("previous")
 
+    def _trust(self) -> None:
+        """Add the ``--trust`` keys to the device's allowed_signers (before install.sh checks it)."""
+        if not self.config.trust:
+            return
+        _, reply = self.remote.call("trust", *self.config.trust)
+        self.trusted = int(reply.get("added") or 0)
+        where = reply.get("signers")
+        self.say(f"trusts {self.trusted} new signer(s) in {where}" if self.trusted else f"{where} already lists the --trust key(s)")
+
     def _install(self, previous: str) -> Tuple[bool, str]:
         """Run install.sh; returns (whether ``current`` changed, install.sh's error or '')."""
         self.say(f"installing into {self.t.prefix} (previous release: {previous or 'none'})")
         rc, reply = self.remote.call("install", self.tmp, self.t.prefix, self.rel.release_id, self.config.user or "",
                                      timeout=INSTALL_TIMEOUT_S, check=False)
+        for line in reply.stderr.splitlines():
+            # An install without a signature check says so loudly, on every host.
+            if line.startswith(INSTALL_WARNING):
+                self.say(f"WARNING: {line[len(INSTALL_WARNING):]}")
         for line in reply.output:
             # install.sh lists what it left to the user (apt packages, the camera settings...);
             # without systemd, starting the service is what deploy does next.
@@ -301,8 +329,9 @@ def deploy(archive: PathLike, hosts: Sequence[str], config: DeployConfig = Deplo
            progress: Optional[Progress] = None) -> List[HostResult]:
     """Deploy a deploy archive to hosts over SSH, in parallel, with health check and rollback.
 
-    Everything is checked before the first connection: the archive against its manifest, the
-    hosts, prefix, user, SSH options, ``--env`` and that the release writes a status file.
+    Everything is checked before the first connection: the archive against its manifest (and,
+    with ``config.trust``, its signature against those keys), the hosts, prefix, user, SSH
+    options, ``--env`` and that the release writes a status file.
 
     Args:
         archive: the ``.tar.gz`` written by ``edgesight bundle``.
@@ -315,7 +344,8 @@ def deploy(archive: PathLike, hosts: Sequence[str], config: DeployConfig = Deplo
 
     Raises:
         DeployError: an invalid host, option or prefix; no ssh client; nothing to check health with.
-        BundleError: the archive is unreadable or does not match its manifest.
+        BundleError: the archive is unreadable or does not match its manifest; with
+            ``config.trust``, it is not signed by one of those keys.
     """
     if not hosts:
         raise DeployError("no --host given; name at least one device, e.g. --host pi@cam1.local")
@@ -341,6 +371,11 @@ def deploy(archive: PathLike, hosts: Sequence[str], config: DeployConfig = Deplo
     if shutil.which("ssh") is None:
         raise DeployError("the OpenSSH client 'ssh' is not installed here: apt-get install openssh-client")
     rel = read_release(archive)
+    if config.allow_unsigned and dict(config.env).get(ALLOW_UNSIGNED_ENV) != "1":
+        config = replace(config, env=config.env + ((ALLOW_UNSIGNED_ENV, "1"),))
+    if config.trust and dict(config.env).get(ALLOW_UNSIGNED_ENV) != "1":
+        # Refused here, before any upload, rather than by install.sh on every device.
+        verify_manifest(rel.manifest, rel.signature, "\n".join(config.trust) + "\n", str(rel.archive), "--trust")
     if config.health_timeout > 0 and not rel.status_file:
         raise DeployError(
             f"{rel.archive}: profile {rel.profile} writes no status file, so the health check cannot see frames; "

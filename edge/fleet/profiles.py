@@ -249,6 +249,9 @@ def _check_profile(p: DeviceProfile, where: str) -> None:
     _check_runtime(p.runtime, where)
     _check_apt(p.os.apt, where, "os.apt")
     _check_requirements(p.os.requirements, where, "os.requirements")
+    for key, value, example in (("os.python", p.os.python, "3.11"), ("os.glibc", p.os.glibc, "2.36")):
+        if value is not None and not re.fullmatch(r"[0-9]+\.[0-9]+(\.[0-9]+)?", value):
+            raise ProfileError(f"{where}: {key}: '{value}' is not a version; write it quoted, like \"{example}\"")
     for name in p.os.udev_rules:
         if not UDEV_NAME_RE.fullmatch(name):
             raise ProfileError(f"{where}: os.udev_rules.{name}: a rules file name looks like 99-name.rules")

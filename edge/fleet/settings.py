@@ -36,6 +36,12 @@ class OsSettings:
             optionally with an environment marker).
         system_site_packages: create the venv with ``--system-site-packages`` (picamera2 and
             libcamera come from apt on Raspberry Pi OS).
+        python: the Python of the device's OS (``"3.11"`` on Debian 12 / Raspberry Pi OS
+            Bookworm): the wheelhouse holds wheels for it. None: this workstation's, for
+            ``arch: any``.
+        glibc: the device's C library version (``"2.36"`` on Debian 12, ``ldd --version``): no
+            wheel needing a newer one is chosen. None: this workstation's for ``arch: any``,
+            else 2.17 (manylinux2014).
     """
 
     boot_config: Optional[str] = None
@@ -44,6 +50,8 @@ class OsSettings:
     apt: Tuple[str, ...] = ()
     requirements: Tuple[str, ...] = ()
     system_site_packages: bool = False
+    python: Optional[str] = None
+    glibc: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}

@@ -87,7 +87,61 @@ def _key_of(output: str) -> str:
     return f"{m.group(1)} {m.group(2)}" if m else "an unnamed key"
 
 
-def sign_manifest(manifest: bytes, key: PathLike) -> Signature:
+@dataclass(frozen=True)
+class SigningKey:
+    """A key ``--sign`` names, checked before any work: its path and how ssh-keygen will use it."""
+
+    path: Path
+    where: str
+    private: bool
+    locked: bool
+    interactive: bool
+
+
+def signing_key(key: PathLike) -> SigningKey:
+    """Check a ``--sign`` key before the archive is built.
+
+    Raises:
+        BundleError: no such file, not an OpenSSH key, or a key with a passphrase where there is
+            neither a terminal to ask for it nor an ssh-agent that may hold it.
+    """
+    where = f"--sign {key}"
+    # ssh-keygen runs in a folder of its own: the key by its absolute path.
+    path = Path(key).expanduser().absolute()
+    if not path.is_file():
+        raise BundleError(f"{where}: no such key file; create one with ssh-keygen -t ed25519 -f ~/.ssh/edgesight-release")
+    try:
+        head = path.read_bytes()[:100]
+    except OSError as e:
+        raise BundleError(f"{where}: cannot read it ({e.strerror}); check the path and its permissions") from e
+    private = b"PRIVATE KEY-----" in head
+    if not private and not head.lstrip().startswith(tuple(t.encode() for t in KEY_TYPES)):
+        raise BundleError(f"{where}: not an OpenSSH key; give the private key made by ssh-keygen -t ed25519")
+    locked = False
+    if private:
+        r = _ssh_keygen(["-y", "-P", "", "-f", str(path)], where)
+        locked = r.returncode != 0 and "passphrase" in r.stderr
+        if r.returncode != 0 and not locked:
+            fix = f"chmod 600 {path}" if "bad permissions" in r.stderr else "check it with ssh-keygen -l -f KEY"
+            raise BundleError(f"{where}: ssh-keygen cannot load the key ({_last_line(r.stderr)}); {fix}")
+    elif not os.environ.get("SSH_AUTH_SOCK"):
+        raise BundleError(f"{where}: a public key signs only through ssh-agent, and none runs here; give the private key file")
+    try:
+        tty = sys.stdin is not None and sys.stdin.isatty()
+    except ValueError:  # a closed stdin
+        tty = False
+    # ssh-keygen asks for a passphrase on the terminal; without one it would read stdin instead.
+    if locked and not tty and not os.environ.get("SSH_AUTH_SOCK"):
+        raise BundleError(_no_passphrase(where, path))
+    return SigningKey(path=path, where=where, private=private, locked=locked, interactive=locked and tty)
+
+
+def _no_passphrase(where: str, path: Path) -> str:
+    return (f"{where}: the key has a passphrase and there is no terminal to ask for it, nor an ssh-agent holding it; "
+            f"load it first (ssh-add {path}) or run bundle in a terminal")
+
+
+def sign_manifest(manifest: bytes, key: Union[PathLike, SigningKey]) -> Signature:
     """Sign ``MANIFEST.json``'s bytes with an OpenSSH key (``ssh-keygen -Y sign``).
 
     A key with a passphrase is signed through ssh-agent when the agent holds it, otherwise
@@ -96,7 +150,8 @@ def sign_manifest(manifest: bytes, key: PathLike) -> Signature:
 
     Args:
         manifest: the ``MANIFEST.json`` bytes.
-        key: the private key file (``~/.ssh/edgesight-release``) or a public key held by ssh-agent.
+        key: the private key file (``~/.ssh/edgesight-release``) or a public key held by ssh-agent
+            (or a key already checked by ``signing_key``).
 
     Returns:
         The signature, the key that made it and any warnings.
@@ -105,32 +160,18 @@ def sign_manifest(manifest: bytes, key: PathLike) -> Signature:
         BundleError: no such key file, not a key, a passphrase with no terminal and no agent, or
             ssh-keygen failing; the message names the key and the fix.
     """
-    where = f"--sign {key}"
-    # ssh-keygen runs in a folder of its own: the key by its absolute path.
-    key = Path(key).expanduser().absolute()
-    if not key.is_file():
-        raise BundleError(f"{where}: no such key file; create one with ssh-keygen -t ed25519 -f ~/.ssh/edgesight-release")
-    try:
-        head = key.read_bytes()[:100]
-    except OSError as e:
-        raise BundleError(f"{where}: cannot read it ({e.strerror}); check the path and its permissions") from e
-    private = b"PRIVATE KEY-----" in head
-    if not private and not head.lstrip().startswith(tuple(t.encode() for t in KEY_TYPES)):
-        raise BundleError(f"{where}: not an OpenSSH key; give the private key made by ssh-keygen -t ed25519")
-    locked = private and _ssh_keygen(["-y", "-P", "", "-f", str(key)], where).returncode != 0
-    # ssh-keygen asks for a passphrase on the terminal; without one it would read stdin instead.
-    interactive = locked and sys.stdin is not None and sys.stdin.isatty()
+    checked = key if isinstance(key, SigningKey) else signing_key(key)
+    where, key = checked.where, checked.path
     with tempfile.TemporaryDirectory(prefix="edgesight-sign-") as tmp:
         path = os.path.join(tmp, "MANIFEST.json")
         with open(path, "wb") as f:
             f.write(manifest)
         r = _ssh_keygen(["-Y", "sign", "-f", str(key), "-n", NAMESPACE, path], where, cwd=tmp,
-                        stdin=None if interactive else subprocess.DEVNULL, timeout=SIGN_TIMEOUT_S)
+                        stdin=None if checked.interactive else subprocess.DEVNULL, timeout=SIGN_TIMEOUT_S)
         if r.returncode != 0 or not os.path.isfile(path + ".sig"):
-            if locked and not interactive:
-                raise BundleError(f"{where}: the key has a passphrase and there is no terminal to ask for it, nor an "
-                                  f"ssh-agent holding it; load it first (ssh-add {key}) or run bundle in a terminal")
-            if not private:
+            if checked.locked and not checked.interactive:
+                raise BundleError(_no_passphrase(where, key))
+            if not checked.private:
                 raise BundleError(f"{where}: a public key signs only through ssh-agent, which does not hold it; "
                                   f"give the private key file, or load it (ssh-add) first")
             raise BundleError(f"{where}: ssh-keygen could not sign ({_last_line(r.stderr) or f'exit status {r.returncode}'})")

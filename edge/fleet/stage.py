@@ -3,13 +3,16 @@
 ``stage`` writes the layout that ``install.sh`` would leave (``PREFIX/releases/<id>``,
 ``PREFIX/current``, the enabled unit, udev rules) into a mounted root filesystem, plus a one-shot
 first-boot unit that runs ``install.sh`` on the device, where the venv can be built. With the boot
-partition it also adds the profile's camera settings to ``config.txt``.
+partition it also adds the profile's camera settings to ``config.txt``. With ``--trust`` it pins
+signing keys in the card's ``allowed_signers``; the archive's signature is checked against the
+keys the card will trust, as the first-boot ``install.sh`` will check it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 from ..errors import DeployError
 from ..fsutil import inside_root, replace_dir, replace_link, write_text
 from .archive import MANIFEST, TOP, extract_archive
+from .signing import ALLOW_UNSIGNED_ENV, DEFAULT_SIGNERS, SIGNATURE, SIGNERS_ENV, check_signature, has_signers, merge_signers
 from .targets import DEFAULT_PREFIX, DEFAULT_USER, INSTALL_TIMEOUT_S, _check_user, check_prefix
 
 PathLike = Union[str, Path]
@@ -38,12 +42,18 @@ class StageReport:
         prefix_dir: ``TARGET/<prefix>`` on the host.
         written: files and links written, in order.
         boot_lines: settings written to ``config.txt`` (empty when it was already complete or no --boot).
+        signer: who signed the archive, when a key the card trusts was checked; '' otherwise.
+        trusted: ``--trust`` keys added to the card's allowed_signers.
+        warnings: what the card's device will not check, one sentence each.
     """
 
     release: str
     prefix_dir: Path
     written: Tuple[Path, ...]
     boot_lines: Tuple[str, ...]
+    signer: str = ""
+    trusted: int = 0
+    warnings: Tuple[str, ...] = ()
 
 
 def _systemd_env(key: str, value: str) -> str:
@@ -55,9 +65,9 @@ def _systemd_env(key: str, value: str) -> str:
 def firstboot_unit(release: str, prefix: str, user: str, env: Sequence[Tuple[str, str]] = ()) -> str:
     """The one-shot unit that runs a staged release's ``install.sh`` on the device's first boot.
 
-    It needs the network (the venv's requirements, apt packages), runs before ``edgesight.service``
-    and, once install.sh succeeds, removes the staged installer and disables itself; after a
-    failure (no network yet) it runs again at the next boot.
+    It may need the network (missing apt packages, a slim archive's requirements), runs before
+    ``edgesight.service`` and, once install.sh succeeds, removes the staged installer and disables
+    itself; after a failure (no network yet) it runs again at the next boot.
 
     Args:
         release: the release id (named in the unit's description).
@@ -152,8 +162,21 @@ def _contained(root: Path, path: Path, replaced: bool = False) -> Path:
     return path
 
 
+def _card_signers(path: Path) -> str:
+    """The allowed_signers text already on the card ('' when there is none)."""
+    if not os.path.lexists(path):
+        return ""
+    if path.is_symlink() or not path.is_file():
+        raise DeployError(f"{path} is a link or not a file, which the device's install.sh refuses; make it a real file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DeployError(f"{path}: cannot read it ({e}); fix or remove it, then pin keys again with --trust") from e
+
+
 def stage(archive: PathLike, root: PathLike, prefix: str = DEFAULT_PREFIX, user: Optional[str] = None,
-          boot: Optional[PathLike] = None, env: Sequence[Tuple[str, str]] = ()) -> StageReport:
+          boot: Optional[PathLike] = None, env: Sequence[Tuple[str, str]] = (), trust: Sequence[str] = (),
+          allow_unsigned: bool = False) -> StageReport:
     """Stage a deploy archive onto a mounted root filesystem (an SD card), without a network.
 
     Writes ``ROOT/<prefix>/releases/<id>`` (files only: a venv cannot be built for another
@@ -174,14 +197,18 @@ def stage(archive: PathLike, root: PathLike, prefix: str = DEFAULT_PREFIX, user:
         user: service user (default ``edgesight``, created on the first boot).
         boot: the mounted boot partition, or None.
         env: ``(KEY, VALUE)`` pairs for the first-boot installer (``PIP_INDEX_URL``...).
+        trust: allowed_signers lines (``signing.trusted_keys``) to add to the card's
+            ``allowed_signers`` (``EDGESIGHT_ALLOWED_SIGNERS`` in ``env`` names another path).
+        allow_unsigned: check no signature, here or on the first boot (development only).
 
     Returns:
-        The release id and what was written.
+        The release id, what was written, who signed and what is not checked.
 
     Raises:
         DeployError: ``root`` or ``boot`` does not look like the partition named, a link in it
             leads outside, or an invalid prefix or user (root included).
-        BundleError: the archive is unreadable or does not match its manifest.
+        BundleError: the archive is unreadable or does not match its manifest, or the card trusts
+            a signer and the archive is not signed by one.
     """
     prefix = check_prefix(prefix)
     _check_user(user)
@@ -192,6 +219,13 @@ def stage(archive: PathLike, root: PathLike, prefix: str = DEFAULT_PREFIX, user:
     boot_config = Path(boot) / "config.txt" if boot is not None else None
     if boot_config is not None and not boot_config.is_file():
         raise DeployError(f"--boot {boot}: no config.txt; give the mounted boot partition (bootfs)")
+    signers_path = dict(env).get(SIGNERS_ENV, DEFAULT_SIGNERS)
+    if not signers_path.startswith("/") or ".." in signers_path.split("/"):
+        raise DeployError(f"--env {SIGNERS_ENV}={signers_path}: give an absolute path on the device, e.g. {DEFAULT_SIGNERS}")
+    if allow_unsigned and dict(env).get(ALLOW_UNSIGNED_ENV) != "1":
+        env = tuple(env) + ((ALLOW_UNSIGNED_ENV, "1"),)
+    # --env EDGESIGHT_ALLOW_UNSIGNED=1 tells the first boot the same: nothing is checked here either.
+    allow_unsigned = dict(env).get(ALLOW_UNSIGNED_ENV) == "1"
     with tempfile.TemporaryDirectory(prefix="edgesight-stage-") as tmp:
         src = extract_archive(archive, tmp)
         manifest_bytes = (src / MANIFEST).read_bytes()
@@ -209,13 +243,32 @@ def stage(archive: PathLike, root: PathLike, prefix: str = DEFAULT_PREFIX, user:
         target = base / "releases" / release
         first = base / "firstboot"
         rules = {root / "etc" / "udev" / "rules.d" / r.name: r for r in sorted(src.glob("*.rules"))}
+        signers_file = root / signers_path.lstrip("/")
         # Every place written is checked before the first write, and again as it is written.
-        for path in (target, first / TOP, systemd_dir, wants, *rules):
+        for path in (target, first / TOP, systemd_dir, wants, signers_file.parent, *rules):
             _contained(root, path)
-        for path in (base / "current", systemd_dir / UNIT, systemd_dir / FIRSTBOOT_UNIT, wants / UNIT, wants / FIRSTBOOT_UNIT):
+        for path in (base / "current", systemd_dir / UNIT, systemd_dir / FIRSTBOOT_UNIT, wants / UNIT, wants / FIRSTBOOT_UNIT,
+                     signers_file):
             _contained(root, path, replaced=True)
         if boot_config is not None:
             _contained(Path(boot), boot_config)
+
+        # The signers the device will trust, and the signature checked against them as install.sh
+        # will check it on the first boot: a card that would refuse the archive gets nothing.
+        on_card = _card_signers(signers_file)
+        signers, trusted = merge_signers(on_card, trust)
+        signed = {MANIFEST: manifest_bytes}
+        if (src / SIGNATURE).is_file():
+            signed[SIGNATURE] = (src / SIGNATURE).read_bytes()
+        source = f"{signers_file}" + (" with --trust" if trusted else "") if has_signers(on_card) else "--trust"
+        signer = check_signature(str(archive), signed, signers, source, allow_unsigned)
+        warnings: List[str] = []
+        if not has_signers(signers):
+            warnings.append(f"the device trusts no signer yet ({signers_file} lists none), so it installs ANY archive; "
+                            "pin your release key: --trust ~/.ssh/edgesight-release.pub")
+        elif allow_unsigned:
+            warnings.append(f"--allow-unsigned: the first boot installs WITHOUT checking the signature against {signers_path}; "
+                            "for development only")
 
         if not (_contained(root, target) / MANIFEST).is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -223,7 +276,8 @@ def stage(archive: PathLike, root: PathLike, prefix: str = DEFAULT_PREFIX, user:
             try:
                 staging.chmod(0o755)
                 shutil.copytree(src / "model", staging / "model")
-                for name in ("profile.yaml", "run.args", "requirements.txt", MANIFEST):
+                # The release keeps its signature, so install.sh can check it again as shipped.
+                for name in ("profile.yaml", "run.args", "requirements.txt", *signed):
                     shutil.copyfile(src / name, staging / name)
                 write_text(staging / UNIT, unit)
                 # The release exists complete or not at all, as install.sh leaves it.
@@ -251,6 +305,15 @@ def stage(archive: PathLike, root: PathLike, prefix: str = DEFAULT_PREFIX, user:
         written.append(_link(_contained(root, wants / FIRSTBOOT_UNIT, replaced=True), f"/etc/systemd/system/{FIRSTBOOT_UNIT}"))
         for dest, rules_file in rules.items():
             written.append(_write_config(_contained(root, dest, replaced=True), rules_file.read_text(encoding="utf-8")))
+        if trusted:
+            folder = _contained(root, signers_file.parent)
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o755)
+            written.append(_write_config(_contained(root, signers_file, replaced=True), signers))
+            if os.geteuid() != 0:
+                # The first-boot install.sh, as root, refuses a trust file another user could edit.
+                warnings.append(f"{signers_file} belongs to you, not root: the device refuses it until "
+                                f"sudo chown -R root:root {folder}")
 
         fragment = src / "config.txt.fragment"
         if boot_config is not None and fragment.is_file():
@@ -259,4 +322,5 @@ def stage(archive: PathLike, root: PathLike, prefix: str = DEFAULT_PREFIX, user:
             if new != old:
                 boot_lines = added
                 written.append(write_text(boot_config, new))
-    return StageReport(release=release, prefix_dir=base, written=tuple(written), boot_lines=tuple(boot_lines))
+    return StageReport(release=release, prefix_dir=base, written=tuple(written), boot_lines=tuple(boot_lines),
+                       signer=signer, trusted=trusted, warnings=tuple(warnings))

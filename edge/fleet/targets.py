@@ -43,6 +43,9 @@ class DeployConfig:
         env: ``(KEY, VALUE)`` pairs set for every remote command and ``install.sh``
             (``EDGESIGHT_SKIP_APT``, ``EDGESIGHT_PYTHON``, ``PIP_INDEX_URL``...).
         parallel: hosts deployed at the same time.
+        trust: allowed_signers lines (``signing.trusted_keys``) added on each device before the
+            install; the archive must be signed by one of them.
+        allow_unsigned: install without any signature check (``EDGESIGHT_ALLOW_UNSIGNED=1``).
     """
 
     prefix: str = DEFAULT_PREFIX
@@ -55,6 +58,8 @@ class DeployConfig:
     runtime: Optional[str] = None
     env: Tuple[Tuple[str, str], ...] = ()
     parallel: int = 4
+    trust: Tuple[str, ...] = ()
+    allow_unsigned: bool = False
 
 
 @dataclass(frozen=True)

@@ -148,11 +148,13 @@ def installed_package_files(dist: Optional[importlib.metadata.Distribution] = No
             if _wanted(rel):
                 files[rel] = Path(str(dist.locate_file(rel))).read_bytes()
         return files
-    # Editable: the folders the import system finds. A more specific mapping wins.
+    # Editable: the folders the import system finds, shallow names first, so that a sub-package
+    # mapped to a folder of its own replaces whatever its parent's folder held under its name.
     for name, folders in sorted(_package_roots().items(), key=lambda item: item[0].count(".")):
         prefix = name.replace(".", "/")
-        for rel in [r for r in files if r.startswith(prefix + "/")] if name != DIST else ():
-            del files[rel]
+        if name != DIST:
+            for rel in [r for r in files if r.startswith(prefix + "/")]:
+                del files[rel]
         for folder in folders:
             for rel, path in _walk(folder, prefix):
                 files.setdefault(rel, path.read_bytes())

@@ -259,7 +259,11 @@ def select(wheels: Sequence[Wheel], roots: Sequence[str], target: Target) -> Tup
         if (key, extras) in seen:
             continue
         seen.add((key, extras))
-        queue += [(Requirement(dep), extras) for dep in wheel.requires]
+        for dep in wheel.requires:
+            try:
+                queue.append((Requirement(dep), extras))
+            except InvalidRequirement as e:
+                raise DeployError(f"{wheel.path}: Requires-Dist '{dep}' is not valid ({e}); pin another version of {wheel.name}") from e
     return sorted(chosen.values(), key=lambda w: canonicalize_name(w.name)), list(dict.fromkeys(gaps))
 
 
@@ -303,6 +307,7 @@ def _download_args(target: Target) -> List[str]:
 
 
 def _missing(stderr: str) -> str:
+    """What pip could not find, from its error output."""
     m = re.search(r"No matching distribution found for (\S+)", stderr) or re.search(r"satisfies the requirement (\S+)", stderr)
     if m:
         return m.group(1)
@@ -316,27 +321,35 @@ def _from_cache(folder: Path, target: Target, reqs: Sequence[str], out: Path) ->
     return _pip(["--isolated", *_download_args(target), "--no-index", "--find-links", str(folder), "-d", str(out), *reqs])
 
 
-def _error(title: str, target: Target, folder: Path, missing: str, offline: bool) -> DeployError:
+def _error(title: str, target: Target, folder: Path, stderr: str, offline: bool) -> DeployError:
+    conflict = re.search(r"Cannot install (.+?) because these package versions have conflicting dependencies", stderr)
+    if conflict:
+        return DeployError(f"profile {title}: pip cannot install {conflict.group(1)} together for {target.describe()}: "
+                           "their versions conflict; change the pin in the profile's os.requirements (edgesight's own "
+                           "requirements are in 'pip show edgesight')")
     where = f"in the wheel cache {folder} (offline)" if offline else "on the package index (or it could not be reached)"
     fix = ("run 'edgesight wheels fetch' for this profile where the index is reachable" if offline else
            "pin a version with wheels for this platform in the profile's os.requirements, or set os.glibc to the device's (ldd --version)")
-    return DeployError(f"profile {title}: no wheel of {missing} for {target.describe()} {where}; {fix}, "
+    return DeployError(f"profile {title}: no wheel of {_missing(stderr)} for {target.describe()} {where}; {fix}, "
                        "or bundle with --no-wheelhouse to install from the index on the device")
 
 
 def _pick(title: str, target: Target, roots: Sequence[str], out: Path, offline: bool, say: Progress) -> List[Wheel]:
     """pip's choice for ``roots`` from the cache, filling the cache from the index first if need be."""
     folder = cache_dir() / target.tag
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DeployError(f"cannot create the wheel cache {folder} ({e.strerror}); set EDGESIGHT_CACHE_DIR to a writable folder") from e
     picked = _from_cache(folder, target, roots, out)
     if picked.returncode != 0 and not offline:
         say(f"fetching wheels for {target.describe()} into {folder}")
         got = _pip([*_download_args(target), "--find-links", str(folder), "-d", str(folder), *roots])
         if got.returncode != 0:
-            raise _error(title, target, folder, _missing(got.stderr), offline=False)
+            raise _error(title, target, folder, got.stderr, offline=False)
         picked = _from_cache(folder, target, roots, out)
     if picked.returncode != 0:
-        raise _error(title, target, folder, _missing(picked.stderr), offline=offline)
+        raise _error(title, target, folder, picked.stderr, offline=offline)
     return [read_wheel(folder / p.name) for p in sorted(out.glob("*.whl"))]
 
 
@@ -363,7 +376,6 @@ def fetch(title: str, target: Target, reqs: Sequence[str], offline: bool = False
             wheels = _pick(title, target, roots, Path(tmp), offline, say)
         chosen, gaps = select(wheels, roots, target)
         if not gaps:
-            say(f"{len(chosen)} dependency wheels for {target.describe()} in {cache_dir() / target.tag}")
             return chosen
         # pip judged these markers on this machine: the device needs more than it chose.
         roots = list(dict.fromkeys(roots + gaps))

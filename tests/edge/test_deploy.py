@@ -24,6 +24,7 @@ from typing import Dict, Optional
 
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
 
 from edgesight.edge.fleet.deploy import read_release
 from edgesight.edge.fleet.archive import TOP, archive_bytes, build_deploy_archive, extract_archive
@@ -312,6 +313,54 @@ def test_deploy_switch_rollback_prune_and_refusals(ssh_server, archives, color_b
     assert (current(prefix), sorted(os.listdir(prefix / "releases")), runtime_pid(prefix)) == before
 
 
+def test_trust_pins_the_signing_key_over_ssh(ssh_server, archives, color_bundle, devices, tmp_path, capsys):
+    from edgesight.edge.fleet.signing import SIGNATURE, trusted_keys
+
+    prefix = devices("signed")
+    release_key, other_key = tmp_path / "edgesight-release", tmp_path / "other"
+    for key in (release_key, other_key):
+        _keygen(key)
+    profile = write_profile(tmp_path / "signed.yaml")
+    signed = tmp_path / "signed.tar.gz"
+    build_deploy_archive(color_bundle, resolve(load_profile(profile)), signed, sign=release_key)
+    # The device's trust file, in the test's folder rather than this machine's /etc.
+    signers = tmp_path / "device-etc" / "allowed_signers"
+    on_device = ("--env", f"EDGESIGHT_ALLOWED_SIGNERS={signers}")
+
+    # The first deploy with --trust pins the key, then installs the archive it signed.
+    code, out, err = run_cli(deploy_args(ssh_server, signed, prefix, *on_device, "--trust", f"{release_key}.pub"), capsys)
+    assert code == 0, err
+    assert signers.read_text() == trusted_keys([f"{release_key}.pub"])[0] + "\n"
+    assert signers.stat().st_mode & 0o777 == 0o644
+    assert f"[root@127.0.0.1] trusts 1 new signer(s) in {signers}" in err and "WARNING" not in err
+    release = read_release(signed).release_id
+    assert current(prefix) == f"releases/{release}" and (prefix / "current" / SIGNATURE).is_file()
+    before = (current(prefix), sorted(os.listdir(prefix / "releases")), runtime_pid(prefix))
+
+    # From then on install.sh on the device refuses an unsigned archive: nothing changes.
+    code, out, err = run_cli(deploy_args(ssh_server, archives["b"], prefix, *on_device), capsys)
+    assert code == 1
+    assert (f"error: root@127.0.0.1: install.sh failed: MANIFEST.json is not signed, and this device installs only archives "
+            f"signed by a key in {signers}") in err
+    assert err.rstrip().endswith("the device is unchanged")
+    assert (current(prefix), sorted(os.listdir(prefix / "releases")), runtime_pid(prefix)) == before
+
+    # An archive signed by another key is refused on this machine, before any upload.
+    forged = tmp_path / "forged.tar.gz"
+    build_deploy_archive(color_bundle, resolve(load_profile(profile)), forged, sign=other_key)
+    code, out, err = run_cli(deploy_args(ssh_server, forged, prefix, *on_device, "--trust", f"{release_key}.pub"), capsys)
+    assert code == 1 and out == "" and "which --trust does not trust" in err and "[root@127.0.0.1]" not in err
+
+    # --allow-unsigned installs it anyway, and every host says so; a key trusted again is not repeated.
+    code, out, err = run_cli(deploy_args(ssh_server, archives["b"], prefix, *on_device, "--allow-unsigned",
+                                         "--trust", f"{release_key}.pub"), capsys)
+    assert code == 0, err
+    assert err.startswith("WARNING: --allow-unsigned: the archive's signature is NOT checked on the devices")
+    assert f"{signers} already lists the --trust key(s)" in err and len(signers.read_text().splitlines()) == 1
+    assert "[root@127.0.0.1] WARNING: EDGESIGHT_ALLOW_UNSIGNED=1: this install does NOT check the archive's signature" in err
+    assert current(prefix) == f"releases/{read_release(archives['b']).release_id}"
+
+
 def test_user_strings_never_reach_the_remote_shell_unquoted(ssh_server, archives, devices, tmp_path, capsys):
     pwned = tmp_path / "pwned"
     # Every shell construct at once; the slashes of the absolute path make it several folders.
@@ -380,6 +429,37 @@ def test_parallel_hosts_and_result_table(ssh_server, archives, devices, capsys):
         assert f"[{host}] deployed release {release}" in err
         assert current(prefix) == f"releases/{release}"
         assert runtime_pid(prefix) is not None and status(prefix)["frames"] > 0
+
+
+def test_deploy_installs_from_the_wheelhouse_with_no_index(ssh_server, color_bundle, device_wheels, devices, tmp_path, capsys):
+    """No --runtime and no EDGESIGHT_SKIP_PIP: install.sh builds the release's venv from the archive's
+    wheelhouse while every package index is unreachable, and the service runs from that venv."""
+    prefix = devices("offline")
+    archive = tmp_path / "offline.tar.gz"
+    build_deploy_archive(color_bundle, device_wheels.resolved, archive, wheelhouse=device_wheels.wheelhouse)
+    closed = _free_port()  # nothing listens there
+    # No pip configuration on the "device" either: its find-links or extra indexes cannot help.
+    offline = ["--env", f"PIP_INDEX_URL=http://127.0.0.1:{closed}/simple", "--env", "PIP_CONFIG_FILE=/dev/null",
+               "--env", "PIP_RETRIES=0", "--env", "PIP_DEFAULT_TIMEOUT=5"]
+    args = ["deploy", archive, "--host", "root@127.0.0.1", "--port", ssh_server.port, "--identity", ssh_server.key,
+            "--ssh-option", f"UserKnownHostsFile={ssh_server.known_hosts}", "--user", "nobody", "--prefix", prefix,
+            "--env", "EDGESIGHT_SKIP_APT=1", "--env", f"EDGESIGHT_PYTHON={sys.executable}", *offline, "--health-timeout", "90"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    release = read_release(archive).release_id
+    assert current(prefix) == f"releases/{release}" and "frames processed" in err
+    venv = prefix / "releases" / release / "venv"
+    pid = runtime_pid(prefix)
+    assert pid is not None
+    assert any(a.startswith(str(venv).encode()) for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+    assert status(prefix)["frames"] > 0
+    # The venv holds exactly the archive's wheels: the pinned versions and edgesight's own wheel.
+    listed = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
+                            capture_output=True, text=True, check=True, env={**os.environ, "PIP_CONFIG_FILE": os.devnull}).stdout
+    installed = {canonicalize_name(p["name"]): p["version"] for p in json.loads(listed)}
+    for wheel in device_wheels.wheelhouse.wheels:
+        name, version = wheel.split("-")[:2]
+        assert installed[canonicalize_name(name)] == version
 
 
 def test_host_and_option_checks(capsys):

@@ -336,7 +336,8 @@ def test_archive_layout_and_manifest(model_bundle, tmp_path):
     assert names == sorted(names) and names[0] == TOP
     assert names == [TOP] + [f"{TOP}/{n}" for n in (
         "99-edgetpu-accelerator.rules", "MANIFEST.json", "edgesight.service", "install.sh", "model", "model/labels.txt",
-        "model/model.json", "model/model.tflite", "profile.yaml", "requirements.txt", "run.args")]
+        "model/model.json", "model/model.tflite", "profile.yaml", "requirements.txt", "run.args", "wheelhouse",
+        "wheelhouse/edgesight-0.1.0-py3-none-any.whl")]
     for m, _ in entries:
         assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
         assert m.mode == (0o755 if m.isdir() or m.name.endswith("install.sh") else 0o644)

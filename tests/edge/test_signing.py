@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,15 @@ def run_installer(script: Path, tmp_path: Path, signers: Path, prefix: str = "op
                           env=env, timeout=60, check=False)
 
 
+def signature_by(key: Path, manifest: bytes, tmp_path: Path, namespace: str = NAMESPACE) -> bytes:
+    """``key``'s signature of ``manifest``, made with ssh-keygen directly."""
+    folder = tmp_path / f"sign-{key.name}-{namespace}"
+    folder.mkdir()
+    (folder / "m").write_bytes(manifest)
+    subprocess.run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(key), "-n", namespace, str(folder / "m")], check=True, capture_output=True)
+    return (folder / "m.sig").read_bytes()
+
+
 def one_byte_changed(files: dict) -> None:
     files["run.args"] = files["run.args"].replace(b"synthetic:64x48@10", b"synthetic:64x48@11")
 
@@ -88,7 +98,7 @@ def test_bundle_sign_adds_a_reproducible_signature(tmp_path, keys, capsys, monke
     src = model_bundle(tmp_path / "bundle")
     profile = write_profile(tmp_path / "p.yaml")
     monkeypatch.chdir(tmp_path)
-    args = ["bundle", src, "--profile", profile, "--sign", keys["release"]]
+    args = ["bundle", src, "--profile", profile, "--no-wheelhouse", "--sign", keys["release"]]
     code, out, err = run_cli(args + ["-o", "a.tar.gz"], capsys)
     assert code == 0, err
     assert f"signed by ED25519 {key_fingerprint(keys['release'])}" in out and f"--trust {keys['release']}.pub" in out
@@ -104,7 +114,7 @@ def test_bundle_sign_adds_a_reproducible_signature(tmp_path, keys, capsys, monke
     with tarfile.open(tmp_path / "a.tar.gz") as tar:
         assert tar.getmember(f"{TOP}/{SIGNATURE}").mode == 0o644
     # The signature is the only difference from the unsigned archive.
-    code, _, _ = run_cli(["bundle", src, "--profile", profile, "-o", "u.tar.gz"], capsys)
+    code, _, _ = run_cli(["bundle", src, "--profile", profile, "--no-wheelhouse", "-o", "u.tar.gz"], capsys)
     assert code == 0
     unsigned = archive_files(tmp_path / "u.tar.gz")
     assert {n: d for n, d in files.items() if n != SIGNATURE} == unsigned
@@ -119,13 +129,43 @@ def test_sign_refuses_a_passphrase_without_a_terminal(tmp_path, capsys, monkeypa
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     monkeypatch.delenv("DISPLAY", raising=False)
     src = model_bundle(tmp_path / "bundle")
+    # Refused before anything is fetched or built: the error is the only output.
     code, out, err = run_cli(["bundle", src, "-p", write_profile(tmp_path / "p.yaml"), "--sign", locked,
                               "-o", tmp_path / "a.tar.gz"], capsys)
     assert code == 1 and out == "" and err.count("\n") == 1
     assert err.startswith(f"error: --sign {locked}: the key has a passphrase and there is no terminal") and f"ssh-add {locked}" in err
     assert not (tmp_path / "a.tar.gz").exists()
-    code, _, err = run_cli(["bundle", src, "-p", tmp_path / "p.yaml", "--sign", tmp_path / "nokey", "-o", tmp_path / "a.tar.gz"], capsys)
-    assert code == 1 and "no such key file; create one with ssh-keygen -t ed25519" in err
+    code, out, err = run_cli(["bundle", src, "-p", tmp_path / "p.yaml", "--sign", tmp_path / "nokey", "-o", tmp_path / "a.tar.gz"], capsys)
+    assert code == 1 and out == "" and err.startswith(f"error: --sign {tmp_path / 'nokey'}: no such key file; create one with ssh-keygen")
+
+
+def test_a_key_with_a_passphrase_signs_through_ssh_agent(tmp_path, keys, monkeypatch):
+    if shutil.which("ssh-agent") is None or shutil.which("ssh-add") is None:
+        pytest.skip("ssh-agent is not installed: apt-get install openssh-client")
+    locked = keygen(tmp_path / "locked", passphrase="correct horse")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert agent.poll() is None and time.monotonic() < deadline, "ssh-agent did not start"
+            time.sleep(0.05)
+        askpass = tmp_path / "askpass"
+        askpass.write_text("#!/bin/sh\necho 'correct horse'\n")
+        askpass.chmod(0o755)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock), "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force",
+               "DISPLAY": ":0"}
+        subprocess.run(["ssh-add", str(locked)], env=env, stdin=subprocess.DEVNULL, capture_output=True, check=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        # No terminal here: the agent signs, for the private key file and for its .pub alike.
+        by_private = archive_files(bundle(tmp_path, "private", locked))[SIGNATURE]
+        by_public = archive_files(bundle(tmp_path, "public", Path(f"{locked}.pub")))[SIGNATURE]
+        assert by_private == by_public
+        signers = trust_file(tmp_path, locked)
+        assert install(tmp_path / "public.tar.gz", tmp_path, signers).returncode == 0
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,10 +213,7 @@ def test_a_wrong_keys_signature_is_refused(tmp_path, keys, capsys):
 
     # A signature of the right key made for another purpose (here: git's namespace) is no deploy signature.
     files = archive_files(bundle(tmp_path, "signed", keys["release"]))
-    (tmp_path / "m").write_bytes(files["MANIFEST.json"])
-    subprocess.run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(keys["release"]), "-n", "git", str(tmp_path / "m")],
-                   check=True, capture_output=True)
-    files[SIGNATURE] = (tmp_path / "m.sig").read_bytes()
+    files[SIGNATURE] = signature_by(keys["release"], files["MANIFEST.json"], tmp_path, namespace="git")
     (tmp_path / "git.tar.gz").write_bytes(archive_bytes(files))
     r = install(tmp_path / "git.tar.gz", tmp_path, signers)
     assert r.returncode == 1 and f"MANIFEST.json.sig is not an edgesight deploy signature (namespace is not {NAMESPACE})" in r.stderr
@@ -228,10 +265,9 @@ def test_rerunning_install_sh_checks_the_release_and_its_signature_again(tmp_pat
     assert "MANIFEST.json signed by release@ws" in r.stdout and f"repaired {SIGNATURE}, run.args" in r.stdout
     assert tree(prefix) == before
     # The archive's own copy is checked on every run: a signature swapped for another key's is refused.
-    other = archive_files(bundle(tmp_path, "other", keys["other"]))
-    (unpacked / SIGNATURE).write_bytes(other[SIGNATURE])
+    (unpacked / SIGNATURE).write_bytes(signature_by(keys["other"], (unpacked / "MANIFEST.json").read_bytes(), tmp_path))
     r = run_installer(unpacked / "install.sh", tmp_path, signers)
-    assert r.returncode == 1 and "which" in r.stderr and "does not list" in r.stderr
+    assert r.returncode == 1 and f"signed by ED25519 {key_fingerprint(keys['other'])}, which {signers} does not list" in r.stderr
     assert tree(prefix) == before
 
 
@@ -312,3 +348,12 @@ def test_signing_errors_name_the_key(tmp_path):
     not_a_key.write_text("hello\n")
     with pytest.raises(BundleError, match=f"--sign {not_a_key}: not an OpenSSH key"):
         bundle(tmp_path, "x", not_a_key)
+    open_key = keygen(tmp_path / "readable")
+    open_key.chmod(0o644)
+    with pytest.raises(BundleError, match=f"--sign {open_key}: ssh-keygen cannot load the key .*bad permissions.*; chmod 600 {open_key}"):
+        bundle(tmp_path, "y", open_key)
+    ecdsa = tmp_path / "ecdsa"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(ecdsa)], check=True)
+    package = build_deploy_archive(tmp_path / "bundle", resolve(load_profile(tmp_path / "p.yaml")), tmp_path / "e.tar.gz", sign=ecdsa)
+    assert package.signer.startswith("ECDSA SHA256:")
+    assert any("ECDSA key: its signatures differ each time, so the archive's bytes do too" in w for w in package.warnings)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,7 @@ OWN = [
 
 def profile_file(path: Path, arch: str, requirements=PINS, **os_settings) -> Path:
     data = {"name": path.stem, "description": "a test device", "arch": arch,
-            "runtime": {"source": "synthetic:64x48@10", "status_file": "status.json"},
+            "runtime": {"source": "synthetic:640x480@10", "status_file": "status.json"},
             "os": {"requirements": list(requirements), **os_settings}, "service": {"groups": []}}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -178,6 +179,21 @@ def test_edgesight_wheel_is_reproducible_and_holds_the_installed_package():
     assert wheel_bytes("pkg", "1", files, meta) == wheel_bytes("pkg", "1", dict(reversed(files.items())), dict(reversed(meta.items())))
 
 
+def test_edgesight_installed_from_its_wheel_rebuilds_the_same_wheel(tmp_path):
+    name, data = installed_wheel()
+    (tmp_path / name).write_bytes(data)
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--disable-pip-version-check",
+                    "--target", str(target), str(tmp_path / name)], check=True, capture_output=True)
+    # That installation first on the path: its RECORD lists the package files, not an editable finder.
+    code = ("import sys, edgesight; from edgesight.edge.fleet.wheelbuild import installed_wheel; "
+            "assert edgesight.__file__.startswith(sys.argv[1]), edgesight.__file__; sys.stdout.buffer.write(installed_wheel()[1])")
+    r = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(target)}, check=False)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == data
+
+
 # --------------------------------------------------------------------------------------------
 # Archives with a wheelhouse
 
@@ -191,8 +207,11 @@ def test_bundle_with_wheelhouse_gives_the_same_bytes_for_the_same_inputs(device_
     target = device_wheels.wheelhouse.target
     assert steps[0].startswith(f"profile wheelbox: ") and steps[0].endswith(f"requirements for {target.describe()}")
     assert steps[-1].startswith(f"wheelhouse/: {len(device_wheels.wheelhouse.wheels)} wheels, ")
-    # The CLI's archive is the one the session's wheelhouse gives: the wheels chosen and edgesight's own are reproducible.
-    same = archive_bytes(deploy_files(bundle, device_wheels.resolved, device_wheels.wheelhouse).files)
+    # The CLI's archive is the one the session's wheelhouse gives: the same wheels chosen, and edgesight's
+    # own wheel rebuilt to the same bytes (rebuilt now: the installed files are the checkout's own).
+    name, data = installed_wheel()
+    wheelhouse = replace(device_wheels.wheelhouse, wheels={**device_wheels.wheelhouse.wheels, name: data})
+    same = archive_bytes(deploy_files(bundle, device_wheels.resolved, wheelhouse).files)
     assert (tmp_path / "a.tar.gz").read_bytes() == same
     files = members(tmp_path / "a.tar.gz")
     wheels = sorted(n[len("wheelhouse/"):] for n in files if n.startswith("wheelhouse/"))
@@ -206,6 +225,15 @@ def test_bundle_with_wheelhouse_gives_the_same_bytes_for_the_same_inputs(device_
     assert files["requirements.txt"].decode().splitlines()[:2] == [
         f"# Python packages for edgesight on wheelbox, edgesight {__version__}; install.sh installs them from wheelhouse/, "
         "with no package index.", f"edgesight=={__version__}"]
+
+
+def test_wheels_fetch_fills_and_checks_the_cache(device_wheels, capsys):
+    code, out, err = run_cli(["wheels", "fetch", device_wheels.profile, "--offline"], capsys)
+    assert code == 0, err
+    target = device_wheels.wheelhouse.target
+    assert out.startswith(f"wheelbox: {len(device_wheels.wheelhouse.wheels) - 1} wheels, ") and out.rstrip().endswith(f"for {target.describe()}")
+    code, out, err = run_cli(["wheels", "fetch", "nosuchprofile"], capsys)
+    assert code == 1 and err.startswith("error: unknown device profile 'nosuchprofile'")
 
 
 def test_slim_archive_carries_edgesight_wheel_alone(tmp_path, capsys, monkeypatch):
@@ -233,13 +261,18 @@ def test_a_wheel_missing_from_the_cache_is_one_clear_line(device_wheels, tmp_pat
     assert "(offline); run 'edgesight wheels fetch' for this profile" in line and line.endswith("or bundle with --no-wheelhouse to install from the index on the device")
     # With the filled cache, a pinned version nobody has; and the same when pip may ask an index (none is reachable here).
     monkeypatch.delenv("EDGESIGHT_CACHE_DIR")
-    pinned = profile_file(tmp_path / "pinned.yaml", "any", requirements=[*device_wheels.resolved.os.requirements[1:], "click==0.0.1"])
+    pinned = profile_file(tmp_path / "pinned.yaml", "any", requirements=[*device_wheels.resolved.os.requirements[1:], "six==0.0.1"])
     for offline in (True, False):
         with pytest.raises(DeployError) as e:
             build_wheelhouse(resolve(load_profile(pinned)), offline=offline)
-        assert str(e.value).startswith(f"profile pinned: no wheel of click==0.0.1 for {device_wheels.wheelhouse.target.describe()} ")
+        assert str(e.value).startswith(f"profile pinned: no wheel of six==0.0.1 for {device_wheels.wheelhouse.target.describe()} ")
         assert ("(offline)" in str(e.value)) is offline and "\n" not in str(e.value)
     assert "on the package index (or it could not be reached); pin a version with wheels for this platform" in str(e.value)
+    # A pin that contradicts edgesight's own requirements.
+    clash = profile_file(tmp_path / "clash.yaml", "any", requirements=["click==0.0.1"])
+    with pytest.raises(DeployError, match=r"^profile clash: pip cannot install click==0.0.1 and click>=8.1 together for .*: "
+                                          r"their versions conflict; change the pin in the profile's os.requirements"):
+        build_wheelhouse(resolve(load_profile(clash)), offline=True)
 
 
 # --------------------------------------------------------------------------------------------
