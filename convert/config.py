@@ -27,14 +27,14 @@ class ConvertConfig:
 
     quant: str = opt("int8", "int8 (full integer), float16, dynamic (int8 weights, float activations) or float32.", choices=QUANT_MODES)
     io: str = opt("uint8", "Input/output type of an int8 model: uint8 (camera pixels; MediaPipe and the Edge TPU need it) or int8.", choices=IO_TYPES)
-    num_calib: int = opt(300, "Calibration images (stratified sample of the training split).", min=1)
-    max_drop: float = opt(1.0, "Largest tolerated top-1 accuracy drop in percentage points; exit 1 beyond it.", min=0.0)
+    num_calib: int = opt(300, "Calibration images: a stratified sample of the training split, decoded and resized by the same code as in training.", min=1)
+    max_drop: float = opt(1.0, "Largest tolerated top-1 accuracy drop in percentage points; beyond it the command exits 1, keeps the bundle and says what to try.", min=0.0)
     edgetpu: bool = opt(False, "Edge TPU: full int8, uint8 I/O, batch 1, op compatibility report; compiles when edgetpu_compiler is installed.")
     per_tensor: bool = opt(False, "Per-tensor instead of per-channel weight quantisation.")
     calibrate: bool = opt(True, "Fit a temperature on the validation split and bake it into the model, so its scores are probabilities.", negatable=True)
     labels: Optional[str] = opt(None, "labels.txt for a bare .keras file.", exists="file")
     calib: Optional[str] = opt(None, "Calibration images for a bare .keras file (dataset or plain folder).", exists="any")
-    eval_data: Optional[str] = opt(None, "Labelled images to verify on (default: the run's test split).", flag="eval", exists="any")
+    eval_data: Optional[str] = opt(None, "Labelled images to verify on (default: the run's test split); the --config key is eval_data.", flag="eval", exists="any")
     seed: int = opt(0, "Seed of the calibration sample.")
     trust_model: bool = opt(False, "Allow Lambda/custom layers, which run code from the model file.")
 

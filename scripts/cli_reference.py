@@ -32,6 +32,22 @@ def _command(path: str) -> click.Command:
     return cmd
 
 
+# commands whose options come from a config dataclass: their --config keys are its field names
+CONFIGS = {"train": "edgesight.training.config:TrainConfig", "convert": "edgesight.convert.config:ConvertConfig",
+           "run": "edgesight.edge.loop.config:RunConfig"}
+
+
+def _config_keys(path: str) -> set:
+    import importlib
+
+    from edgesight.edge import options
+
+    if path not in CONFIGS:
+        return set()
+    module, name = CONFIGS[path].split(":")
+    return {s.name for s in options.specs(getattr(importlib.import_module(module), name))}
+
+
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
@@ -40,6 +56,7 @@ def table(path: str) -> str:
     """The markdown table of the options of ``edgesight PATH``."""
     cmd = _command(path)
     has_config = any(p.name == "config_path" for p in cmd.params)
+    keys = _config_keys(path)
     head = "| option | default | meaning |" + (" `--config` key |" if has_config else "")
     rows: List[str] = [head, "|---|---|---|" + ("---|" if has_config else "")]
     for p in cmd.params:
@@ -61,7 +78,7 @@ def table(path: str) -> str:
             meaning += f" Environment: `{p.envvar}`."
         row = f"| {names} | {default} | {meaning.strip()} |"
         if has_config:
-            key = "" if p.name in ("config_path",) or p.name is None else f"`{p.name}`"
+            key = f"`{p.name}`" if p.name in keys else ""
             row += f" {key} |"
         rows.append(row)
     return "\n".join(rows) + "\n"

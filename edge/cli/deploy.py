@@ -15,9 +15,9 @@ from ..errors import DeployError
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--host", "-H", "hosts", multiple=True, metavar="[USER@]HOST",
               help="Device to deploy to (repeatable); ssh://[user@]host[:port][/prefix] gives one its own port or prefix.")
-@click.option("--port", "-p", type=click.IntRange(1, 65535), default=22, show_default=True, help="SSH port.")
+@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True, help="SSH port.")
 @click.option("--identity", "-i", type=click.Path(dir_okay=False, path_type=Path), help="Private key for SSH (key authentication only).")
-@click.option("--ssh-option", "-o", "ssh_options", multiple=True, metavar="KEY=VALUE",
+@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
               help="Extra ssh -o option (repeatable), e.g. UserKnownHostsFile=~/.ssh/fleet_hosts. Host keys are always checked.")
 @click.option("--prefix", default="/opt/edgesight", show_default=True, envvar="EDGESIGHT_PREFIX", help="Install prefix on the device.")
 @click.option("--user", "service_user", help="Service user install.sh creates and the unit runs as (default: edgesight).")
