@@ -5,7 +5,7 @@
 #
 # Bootstraps a Debian 12 arm64 root (Raspberry Pi OS Bookworm's base; cached in
 # /var/cache/edgesight/arm64-root, EDGESIGHT_ARM64_ROOT moves it) and runs it under qemu-user
-# emulation. A model bundle (default: the one `edgesight demo --fast` makes, with its dashcam
+# emulation of the profile's CPU (Cortex-A76 for rpi5). A model bundle (default: the one `edgesight demo --fast` makes, with its dashcam
 # video) is packed for the rpi5 profile with its offline wheelhouse, signed with a throw-away
 # key, staged into a copy of the root with `edgesight deploy --target --trust`, installed by the
 # archive's own install.sh inside the root with networking off (unshare -n), and run there on the
@@ -24,6 +24,14 @@ ES="$REPO/$VENV/bin/edgesight"
 PY="$REPO/$VENV/bin/python"
 ROOT_CACHE="${EDGESIGHT_ARM64_ROOT:-/var/cache/edgesight/arm64-root}"
 PROFILE="${EDGESIGHT_CHECK_PROFILE:-rpi5}"
+# qemu emulates the profile's own CPU: its default ("max") turns on instruction-set extensions
+# that no Pi has and whose emulation gives XNNPACK's int8 kernels wrong results.
+case "$PROFILE" in
+    rpi5) CPU=cortex-a76 ;;
+    rpi4) CPU=cortex-a72 ;;
+    *) CPU=cortex-a53 ;;  # rpi-zero-2w, coral-devboard
+esac
+export QEMU_CPU="${QEMU_CPU:-$CPU}"
 
 say() { printf 'device-check: %s\n' "$*"; }
 die() { printf 'device-check: error: %s\n' "$*" >&2; exit 1; }
@@ -46,7 +54,10 @@ if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
     cat /usr/lib/binfmt.d/qemu-aarch64.conf >/proc/sys/fs/binfmt_misc/register
 fi
 
-if [ ! -x "$ROOT_CACHE/usr/bin/python3" ]; then
+# Raspberry Pi OS ships Python 3, venv and the OpenSSH client (install.sh checks signatures with
+# ssh-keygen); a cached root without them is made again.
+if [ ! -x "$ROOT_CACHE/usr/bin/python3" ] || [ ! -x "$ROOT_CACHE/usr/bin/ssh-keygen" ]; then
+    rm -rf "$ROOT_CACHE"
     say "bootstrapping a Debian 12 arm64 root in $ROOT_CACHE (about 5 minutes, once)"
     rm -rf "$ROOT_CACHE.partial"
     mkdir -p "$(dirname "$ROOT_CACHE")"
@@ -59,18 +70,28 @@ fi
 WORK=$(mktemp -d /tmp/edgesight-device-check.XXXXXX)
 ROOT="$WORK/root"
 cleanup() {
+    status=$?
     for m in proc sys; do mountpoint -q "$ROOT/$m" 2>/dev/null && umount "$ROOT/$m"; done
-    rm -rf "$WORK"
+    if [ "$status" != 0 ] && [ -z "${EDGESIGHT_CHECK_CLEAN:-}" ]; then
+        say "kept $WORK for a look (the arm64 run's events are in root/tmp/arm64.jsonl)"
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 
 if [ $# -ge 2 ]; then
-    BUNDLE=$(realpath "$1"); VIDEO=$(realpath "$2"); ROI_ARGS=()
+    BUNDLE=$(realpath "$1"); VIDEO=$(realpath "$2")
 else
     say "making a bundle and a video with edgesight demo --fast"
     "$ES" demo --fast --out "$WORK/demo" >"$WORK/demo.log" 2>&1 || { cat "$WORK/demo.log"; die "edgesight demo failed"; }
     BUNDLE="$WORK/demo/model-int8"; VIDEO="$WORK/demo/drive.mp4"
-    ROI_ARGS=(--roi "$("$PY" -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["roi"])))' "$WORK/demo/drive.json")")
+fi
+# A demo video's ground truth (drive.json beside it) names the window the signs appear in.
+ROI_ARGS=()
+truth="${VIDEO%.*}.json"
+if [ -f "$truth" ]; then
+    ROI_ARGS=(--roi "$("$PY" -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["roi"])))' "$truth")")
 fi
 RUN_ARGS=(--threshold 0 --smooth 1 --stats-interval 0 -q "${ROI_ARGS[@]}")
 
@@ -102,40 +123,6 @@ unshare -n chroot "$ROOT" /opt/edgesight/current/venv/bin/edgesight benchmark /o
 "$ES" benchmark "$BUNDLE" --runs 50 --json "$WORK/x86-bench.json" >/dev/null
 
 mkdir -p benchmarks/results
-"$PY" - "$ROOT/tmp/arm64.jsonl" "$WORK/x86.jsonl" "$ROOT/tmp/arm64-bench.json" "$WORK/x86-bench.json" "$PROFILE" "$(uname -m)" <<'EOF'
-import json, sys
-arm, x86 = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
-a = {e["frame"]: e for e in arm}
-x = {e["frame"]: e for e in x86}
-frames = sorted(set(a) & set(x))
-if not frames or len(frames) != len(x):
-    sys.exit(f"device-check: error: the arm64 run reported {len(a)} frames, this machine {len(x)}")
-same = [f for f in frames if a[f]["label"] == x[f]["label"]]
-diffs = [abs(a[f]["score"] - x[f]["score"]) for f in same]
-bench = [json.load(open(p)) for p in sys.argv[3:5]]
-
-
-def p50(b):
-    rows = b.get("threads") or b.get("results") or []
-    row = rows[0] if isinstance(rows, list) and rows else b
-    return (row.get("invoke_ms") or {}).get("p50") if isinstance(row, dict) else None
-
-
-result = {
-    "profile": sys.argv[5],
-    "host": sys.argv[6],
-    "frames": len(frames),
-    "labels_equal": len(same),
-    "labels_equal_share": round(len(same) / len(frames), 4),
-    "max_score_diff": round(max(diffs), 4) if diffs else None,
-    "arm64_invoke_ms_p50_emulated": p50(bench[0]),
-    "host_invoke_ms_p50": p50(bench[1]),
-    "passed": len(same) / len(frames) >= 0.98 and (max(diffs) if diffs else 0) <= 0.02,
-}
-json.dump(result, open("benchmarks/results/device_check.json", "w"), indent=2)
-print(f"device-check: {result['labels_equal']} of {result['frames']} frames have the same label on arm64 and {result['host']} "
-      f"({result['labels_equal_share']:.1%}), largest score difference {result['max_score_diff']}; "
-      f"invoke p50 {result['arm64_invoke_ms_p50_emulated']} ms emulated vs {result['host_invoke_ms_p50']} ms here")
-sys.exit(0 if result["passed"] else 1)
-EOF
+"$PY" scripts/device_compare.py "$ROOT/tmp/arm64.jsonl" "$WORK/x86.jsonl" "$ROOT/tmp/arm64-bench.json" "$WORK/x86-bench.json" \
+    --profile "$PROFILE" --cpu "$QEMU_CPU" --out benchmarks/results/device_check.json
 say "passed; benchmarks/results/device_check.json"
