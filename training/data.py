@@ -23,11 +23,13 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from edgesight.edge.errors import DatasetError
 from edgesight.edge.fsutil import write_json, write_text
 from edgesight.edge.model.preprocess import IMAGE_EXTENSIONS, ImageReadError, decode_image, is_image_path
+
+from .walk import DatasetWalk, check_class_name, walk_files
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test"}
@@ -184,20 +186,11 @@ def check_image(path: str) -> Optional[str]:
     return None
 
 
-def walk_files(folder: Path) -> Iterable[Path]:
-    """Files under ``folder`` (recursively), skipping hidden files and folders, sorted."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
-
-
 def _class_dirs(folder: Path) -> List[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _from_class_folders(folder: Path, split: str, candidates: list, skipped: list) -> List[str]:
+def _from_class_folders(folder: Path, split: str, walk: DatasetWalk) -> List[Path]:
     classes = _class_dirs(folder)
     if not classes:
         loose = [p for p in folder.iterdir() if p.is_file() and is_image_path(p)]
@@ -207,16 +200,24 @@ def _from_class_folders(folder: Path, split: str, candidates: list, skipped: lis
             f"({folder}/<class>/*.jpg) or give a CSV manifest of path,label"
         )
     for cdir in classes:
-        files = list(walk_files(cdir))
-        images = [p for p in files if is_image_path(p)]
-        if not images:
+        check_class_name(cdir.name, cdir)
+        walk.add(cdir, (cdir, split))
+    return classes
+
+
+def _collect(walk: DatasetWalk, class_dirs: List[Tuple[Path, str]], candidates: list, skipped: list) -> None:
+    files: Dict[Tuple[Path, str], List[Path]] = {key: [] for key in class_dirs}
+    for path, key in walk.files():
+        files[key].append(path)
+    skipped.extend(walk.skipped)
+    for (cdir, split), paths in files.items():
+        if not any(is_image_path(p) for p in paths):
             raise DatasetError(f"{cdir}: class folder has no images ({', '.join(IMAGE_EXTENSIONS)}); add at least 2 or remove the folder")
-        for p in files:
+        for p in paths:
             if is_image_path(p):
                 candidates.append((str(p.resolve()), cdir.name, split))
             else:
                 skipped.append((str(p), f"not an image file (extension '{p.suffix or 'none'}')"))
-    return [c.name for c in classes]
 
 
 def _from_csv(path: Path, candidates: list) -> None:
@@ -245,6 +246,7 @@ def _from_csv(path: Path, candidates: list) -> None:
             split = SPLIT_ALIASES.get(row[2].strip().lower(), "")
             if not split:
                 raise DatasetError(f"{path}:{lineno}: unknown split '{row[2].strip()}'; use train, val or test")
+        check_class_name(row[1].strip(), f"{path}:{lineno}")
         candidates.append((str(p.resolve()), row[1].strip(), split))
     if not candidates:
         raise DatasetError(f"{path}: the CSV manifest has no rows; add 'path,label' rows")
@@ -263,7 +265,9 @@ def scan_dataset(source: Path, workers: Optional[int] = None, progress: bool = T
 
     Raises:
         DatasetError: the source is missing or empty, has a single class, a class with fewer
-            than 2 usable images, or a CSV row without a file.
+            than 2 usable images, a class name that labels.txt cannot keep (control
+            characters), or a CSV row without a file. Symbolic links that leave the dataset or
+            lead back into scanned folders are not followed; they are listed in ``skipped``.
     """
     source = Path(source)
     if not source.exists():
@@ -279,15 +283,16 @@ def scan_dataset(source: Path, workers: Optional[int] = None, progress: bool = T
         root = source.resolve()
         subdirs = {p.name.lower(): p for p in _class_dirs(source)} if source.is_dir() else {}
         split_dirs = {SPLIT_ALIASES[n]: p for n, p in subdirs.items() if n in SPLIT_ALIASES}
+        walk = DatasetWalk(root)
         if "train" in split_dirs:
             layout = "presplit"
-            for name, folder in sorted(split_dirs.items()):
-                _from_class_folders(folder, name, candidates, skipped)
+            class_dirs = [(c, name) for name, folder in sorted(split_dirs.items()) for c in _from_class_folders(folder, name, walk)]
         else:
             if not any(source.iterdir()):
                 raise DatasetError(f"{source}: the folder is empty; put each class's images in its own sub-folder")
             layout = "folders"
-            _from_class_folders(source, "all", candidates, skipped)
+            class_dirs = [(c, "all") for c in _from_class_folders(source, "all", walk)]
+        _collect(walk, class_dirs, candidates, skipped)
 
     reasons = _check_all([c[0] for c in candidates], workers, progress)
     given: Dict[str, List[Sample]] = {}

@@ -56,6 +56,11 @@ EXECUTABLES = frozenset({"install.sh"})
 # Fixed archive metadata: equal inputs give equal bytes whatever the clock, user or umask.
 MTIME = 0
 GZIP_LEVEL = 9
+# Reading an archive holds its files in memory: these bound what a damaged or hostile archive
+# (a gzip bomb) can make it unpack. A model plus a full wheelhouse is a few hundred MiB.
+MAX_ARCHIVE_BYTES = 1 << 30
+MAX_MEMBER_BYTES = 512 << 20
+MAX_MEMBERS = 10_000
 
 PathLike = Union[str, Path]
 
@@ -257,12 +262,32 @@ def build_deploy_archive(model_bundle: PathLike, resolved: ResolvedProfile, out:
     return package
 
 
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB"
+
+
+def _check_size(path: Path, m: tarfile.TarInfo, count: int, total: int) -> None:
+    """Refuse an entry before reading it when the archive would unpack past a limit."""
+    if count > MAX_MEMBERS:
+        raise BundleError(f"{path}: more than {MAX_MEMBERS} entries, the limit of a deploy archive; "
+                          "refusing it (rebuild it with 'edgesight bundle')")
+    if m.size > MAX_MEMBER_BYTES:
+        raise BundleError(f"{path}: entry '{m.name}' unpacks to {_mib(m.size)}, over the {_mib(MAX_MEMBER_BYTES)} limit "
+                          "of one deploy archive file; refusing it (rebuild it with 'edgesight bundle')")
+    if total > MAX_ARCHIVE_BYTES:
+        raise BundleError(f"{path}: unpacks to more than {_mib(MAX_ARCHIVE_BYTES)}, the limit of a deploy archive; "
+                          "refusing it (rebuild it with 'edgesight bundle')")
+
+
 def _read_members(path: Path) -> Dict[str, bytes]:
     """Every file of the archive (path under ``edgesight-deploy/`` -> bytes), after safety checks."""
     files: Dict[str, bytes] = {}
     try:
         with tarfile.open(path, mode="r:gz") as tar:
-            for m in tar.getmembers():
+            total = 0
+            for count, m in enumerate(tar, 1):
+                total += m.size
+                _check_size(path, m, count, total)
                 parts = PurePosixPath(m.name).parts
                 if m.name.startswith("/") or ".." in parts or not parts or parts[0] != TOP:
                     raise BundleError(f"{path}: entry '{m.name}' is outside {TOP}/; refusing an archive that could write elsewhere")

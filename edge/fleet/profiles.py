@@ -84,9 +84,52 @@ def load_profile(name_or_path: Union[str, Path]) -> DeviceProfile:
     """
     path, where = _locate(name_or_path, builtin_dir(), "firmware_configs", "device profile", list_profiles())
     data = _read_yaml(path, where)
+    if "format" in data:
+        return _load_shown(data, where)
     data.setdefault("name", path.stem)
     profile = _build(DeviceProfile, data, where, "")
     _check_profile(profile, where)
+    return profile
+
+
+SHOWN_FORMAT = "edgesight.profile/1"
+PIN_RE = re.compile(r"edgesight(\[(?P<extras>[A-Za-z0-9,._-]+)\])?==\S+")
+
+
+def _load_shown(data: Dict[str, Any], where: str) -> DeviceProfile:
+    """A profile in the form ``edgesight profiles show`` prints (and a deploy archive's
+    ``profile.yaml``): the profile with any use case already merged in. ``run_args`` and
+    ``train_args`` are derived, so they must match ``runtime`` and ``train``; the edgesight pin is
+    made again for this version."""
+    if data.get("format") != SHOWN_FORMAT:
+        raise ProfileError(f"{where}: format {_shown(data.get('format'))} is not {SHOWN_FORMAT}; start from `edgesight profiles show NAME`")
+    data = dict(data)
+    derived = {k: data.pop(k) for k in ("run_args", "train_args") if k in data}
+    data.pop("format")
+    data.pop("toolkit_version", None)
+    use_case = {k: data.pop(k) for k in ("use_case", "use_case_description", "review", "train") if k in data}
+    data["name"] = data.pop("profile", None)
+    os_part = dict(data.get("os") or {})
+    extras: Tuple[str, ...] = ()
+    reqs = list(os_part.get("requirements") or [])
+    pins = [r for r in reqs if isinstance(r, str) and PIN_RE.fullmatch(r)]
+    if pins:
+        found = PIN_RE.fullmatch(pins[0]).group("extras")
+        extras = tuple(found.split(",")) if found else ()
+        os_part["requirements"] = [r for r in reqs if r not in pins]
+        data["os"] = os_part
+    profile = _build(DeviceProfile, data, where, "")
+    _check_profile(profile, where)
+    if use_case.get("use_case") is not None or extras:
+        preset = _build(UseCasePreset, {"name": use_case.get("use_case") or profile.name, "extras": list(extras),
+                                        "description": use_case.get("use_case_description") or "",
+                                        **{k: use_case[k] for k in ("review", "train") if use_case.get(k) is not None}}, where, "")
+        profile = replace(profile, applied=preset)
+    shown = resolve(profile).to_dict()
+    for key, value in derived.items():
+        if value != shown.get(key):
+            raise ProfileError(f"{where}: {key} does not match the settings it is made from; edit "
+                               f"{'runtime' if key == 'run_args' else 'train'} instead, or delete {key}")
     return profile
 
 
@@ -143,7 +186,7 @@ def _build(cls: type, data: Any, where: str, key: str) -> Any:
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: {label}: expected a mapping of key: value, got {_shown(data)}")
     hints = typing.get_type_hints(cls)
-    known = [f.name for f in fields(cls)]
+    known = [f.name for f in fields(cls) if not f.metadata.get("internal")]
     for k in data:
         if k not in known:
             raise ProfileError(f"{where}: {_join(key, k)}: unknown key; valid keys: {', '.join(known)}")
@@ -301,6 +344,11 @@ def resolve(profile: DeviceProfile, preset: Optional[UseCasePreset] = None) -> R
     Raises:
         ProfileError: the combination is inconsistent; the message says which setting to change.
     """
+    if profile.applied is not None:
+        if preset is not None:
+            raise ProfileError(f"{profile.name}: use case '{profile.applied.name}' is already applied (a file printed by "
+                               "`edgesight profiles show --preset`); give no use case, or start from the plain profile")
+        preset = profile.applied
     runtime = profile.runtime.merged(preset.runtime) if preset else profile.runtime
     extras = sorted(set(preset.extras)) if preset else []
     pin = f"edgesight{'[' + ','.join(extras) + ']' if extras else ''}=={__version__}"

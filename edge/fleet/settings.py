@@ -88,6 +88,9 @@ class DeviceProfile:
     os: OsSettings = field(default_factory=OsSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     notes: Tuple[str, ...] = ()
+    # A use case already merged in (a file printed by `edgesight profiles show --preset`); not a
+    # key of profile files.
+    applied: Optional["UseCasePreset"] = field(default=None, metadata={"internal": True})
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,27 @@ from typing import Any, Dict, Optional, Tuple
 from .. import options
 from ..errors import ConfigError
 from ..model.preprocess import parse_roi
+from ..urls import protection_problem
 
 opt = options.option
 
 DEVICE_RE = re.compile(r"cpu|coral(:(usb|pci)(:\d+)?)?")
 SOURCE_HELP = ("Camera index, /dev/videoN, rtsp:// or http:// URL, video file, image folder or glob, "
                "picamera2[:WxH], synthetic[:WxH@FPS].")
+
+
+def parse_hostport(text: str) -> Tuple[str, int]:
+    """``HOST:PORT``, ``[::1]:PORT`` or ``PORT`` (on 127.0.0.1) -> ``(host, port)``."""
+    if ":" not in text:
+        text = f"127.0.0.1:{text}"
+    host, _, port = text.rpartition(":")
+    try:
+        value = int(port)
+    except ValueError:
+        raise ConfigError(f"--http '{text}': expected HOST:PORT or PORT, e.g. 127.0.0.1:8080") from None
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"--http '{text}': port {value} is outside 0-65535")
+    return (host or "127.0.0.1").strip("[]"), value
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,11 @@ class RunConfig:
     jsonl: Optional[str] = opt(None, "Write one JSON event per result.", metavar="FILE", writes=True)
     on_change_only: bool = opt(False, "JSONL and MQTT: only results whose label changed.")
     http: Optional[str] = opt(None, "Serve the live annotated stream and /status on HOST:PORT (127.0.0.1 unless a host is given).", metavar="HOST:PORT", int_as_text=True)
+    http_allow_host: Tuple[str, ...] = opt((), "Another host name the live view may be reached by (repeatable); "
+                                           "it answers only its address and localhost otherwise.", metavar="NAME")
+    http_token: Optional[str] = opt(None, "Token every --http request must carry (?token= or Authorization: Bearer); "
+                                    "needed to serve a non-loopback address.", envvar="EDGESIGHT_HTTP_TOKEN", metavar="TOKEN")
+    http_insecure: bool = opt(False, "Serve --http on a non-loopback address without a token.")
     mqtt: Optional[str] = opt(None, "Publish results to mqtt://[user:pass@]host[:port]/topic/prefix.", metavar="URL")
     mqtt_qos: int = opt(0, "MQTT quality of service.", min=0, max=2)
     mqtt_retain: bool = opt(False, "Retain the last label message on the broker.")
@@ -71,7 +91,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.roi, (tuple, list)):
             object.__setattr__(self, "roi", ",".join(str(int(v)) for v in self.roi))
-        for name in ("gpio_on", "review_label"):
+        for name in ("gpio_on", "review_label", "http_allow_host"):
             value = getattr(self, name)
             if isinstance(value, (list, str)):
                 object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
@@ -84,6 +104,10 @@ class RunConfig:
             raise ConfigError("--display and --headless contradict each other; choose one")
         if self.gpio_on and not self.gpio:
             raise ConfigError("--gpio-on needs --gpio PIN")
+        if self.http:
+            problem = protection_problem(parse_hostport(self.http)[0], self.http_token, self.http_insecure)
+            if problem:
+                raise ConfigError(problem)
         if bool(self.review_dir) != bool(self.review_label):
             raise ConfigError("--review-dir and --review-label go together: name the folder and the labels to keep")
 

@@ -137,7 +137,7 @@ def run_loop(
     annotate = any(s.needs_annotated for s in sinks)
     for sink in sinks:
         sink.lossless = every_result
-    if isinstance(source, DecodeAhead):  # resize on the decoder's thread, next to decoding
+    if isinstance(getattr(source, "wrapped", source), DecodeAhead):  # resize on the decoder's thread, next to decoding
         source.prepare = lambda image: frame_to_pixels(image, spec, roi)
     # Draw on the frame itself unless a sink wants the frame as captured.
     copy_frame = any(s.needs_raw_frame for s in sinks)

@@ -8,27 +8,14 @@ runtime gets the same outputs, status file and summary.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List
 
 from ..errors import ConfigError
 from ..fsutil import write_json
-from .config import RunConfig
+from ..urls import redact_url
+from .config import RunConfig, parse_hostport
 
 log = logging.getLogger("edgesight")
-
-
-def parse_hostport(text: str) -> Tuple[str, int]:
-    """``HOST:PORT``, ``[::1]:PORT`` or ``PORT`` (on 127.0.0.1) -> ``(host, port)``."""
-    if ":" not in text:
-        text = f"127.0.0.1:{text}"
-    host, _, port = text.rpartition(":")
-    try:
-        value = int(port)
-    except ValueError:
-        raise ConfigError(f"--http '{text}': expected HOST:PORT or PORT, e.g. 127.0.0.1:8080") from None
-    if not 0 <= value <= 65535:
-        raise ConfigError(f"--http '{text}': port {value} is outside 0-65535")
-    return (host or "127.0.0.1").strip("[]"), value
 
 
 def check_labels(cfg: RunConfig, labels: List[str]) -> None:
@@ -55,7 +42,8 @@ def make_sinks(cfg: RunConfig, echo: Callable[[str], None] = print) -> list:
         if cfg.save:
             made.append(S.VideoSink(cfg.save, fps=cfg.fps or 30.0))
         if cfg.http:
-            made.append(S.HttpSink(*parse_hostport(cfg.http)))
+            made.append(S.HttpSink(*parse_hostport(cfg.http), allow_hosts=cfg.http_allow_host, token=cfg.http_token,
+                                    insecure=cfg.http_insecure))
         if cfg.mqtt:
             made.append(S.MqttSink(cfg.mqtt, qos=cfg.mqtt_qos, retain=cfg.mqtt_retain, on_change_only=cfg.on_change_only))
         if cfg.gpio:
@@ -86,10 +74,12 @@ def run_session(clf: Any, cfg: RunConfig, echo: Callable[[str], None] = print,
     """
     from ..sources import open_source
     from .runner import StopFlag, run_loop, signals_stop
+    from .preflight import check_outputs, check_roi_fits
     from .sdnotify import Notifier
 
     check_labels(cfg, clf.labels)
-    sinks = make_sinks(cfg, echo)
+    check_outputs(cfg)
+    sinks: list = []  # made once the source is open and its first frame fits --roi
     stats = None
     notifier = Notifier()
     last: dict = {}
@@ -107,8 +97,10 @@ def run_session(clf: Any, cfg: RunConfig, echo: Callable[[str], None] = print,
 
     try:
         with open_source(cfg.source, width=cfg.width, height=cfg.height, fps=cfg.fps, realtime=cfg.realtime,
-                         loop=cfg.loop, compute_threads=clf.model.cpu_threads) as src:
-            notifier.ready(f"classifying {cfg.source}")
+                         loop=cfg.loop, compute_threads=clf.model.cpu_threads) as opened:
+            src = check_roi_fits(opened, cfg.roi_box)
+            sinks = make_sinks(cfg, echo)
+            notifier.ready(f"classifying {redact_url(cfg.source)}")
             with signals_stop(StopFlag()) as stop:
                 stats = run_loop(clf.model, clf.info, src, sinks, cfg, stop, on_stats=on_stats, on_result=on_result, printer=err)
             if stop.is_set():
@@ -123,7 +115,7 @@ def run_session(clf: Any, cfg: RunConfig, echo: Callable[[str], None] = print,
                 log.error("closing %s failed: %s", type(s).__name__, e)
     summary = stats.to_dict()
     summary["model"] = str(clf.bundle.model_path)
-    summary["source"] = cfg.source
+    summary["source"] = redact_url(cfg.source)
     if cfg.stats_json:
         write_json(cfg.stats_json, summary)
     if cfg.status_file:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import errno
+import hmac
+import ipaddress
 import json
 import logging
+import re
 import socket
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
+from urllib.parse import parse_qs, quote, urlsplit
 
 import cv2
 import numpy as np
 
 from ..errors import ConfigError, EdgesightError
 from ..frames import Frame, Result
+from ..urls import is_loopback, protection_problem
 from ._common import annotated_or_draw
 from .base import Sink
 
@@ -26,35 +31,37 @@ _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>edgesight</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body{margin:0;background:#111;color:#eee;font:16px system-ui,sans-serif}
-main{max-width:1000px;margin:auto;padding:12px}
-img{width:100%;background:#000;display:block}
-#label{font-size:2em;font-weight:600}
-pre{background:#222;padding:8px;overflow:auto;font-size:12px}
+body{{margin:0;background:#111;color:#eee;font:16px system-ui,sans-serif}}
+main{{max-width:1000px;margin:auto;padding:12px}}
+img{{width:100%;background:#000;display:block}}
+#label{{font-size:2em;font-weight:600}}
+pre{{background:#222;padding:8px;overflow:auto;font-size:12px}}
 </style></head><body><main>
-<img src="/stream.mjpg" alt="live stream">
+<img src="/stream.mjpg{query}" alt="live stream">
 <p><span id="label">waiting for results</span> <span id="score"></span></p>
 <pre id="status"></pre>
 </main><script>
-async function refresh() {
-  try {
-    const r = await fetch("/status", {cache: "no-store"});
+async function refresh() {{
+  try {{
+    const r = await fetch("/status{query}", {{cache: "no-store"}});
     const s = await r.json();
-    if (s.result) {
+    if (s.result) {{
       document.getElementById("label").textContent = s.result.label;
       document.getElementById("score").textContent = (100 * s.result.score).toFixed(1) + "%";
-    }
+    }}
     document.getElementById("status").textContent = JSON.stringify(s, null, 2);
-  } catch (e) {
+  }} catch (e) {{
     document.getElementById("status").textContent = "no connection to the device";
-  }
-}
+  }}
+}}
 refresh();
 setInterval(refresh, 1000);
 </script></body></html>
 """
 
 _BOUNDARY = "frame"
+_TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s]*")
+
 
 
 class _FrameHub:
@@ -120,10 +127,35 @@ class _FrameHub:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: Tuple[str, int], sink: "HttpSink") -> None:
+    def __init__(self, address: Tuple[str, int], sink: "HttpSink", max_threads: int) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.sink = sink
+        self._slots = threading.BoundedSemaphore(max_threads)
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # A thread per connection, up to the cap; beyond it the connection is answered 503 and
+        # closed here without blocking the accept loop on a client that does not read.
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.setblocking(False)
+                request.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n"
+                             b"Connection: close\r\n\r\ntoo many requests.\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can stall for
@@ -138,9 +170,23 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 10
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        url = urlsplit(self.path)
+        path, sink = url.path, self.server.sink
+        if not sink.host_allowed(self.headers.get("Host", "")):
+            self._send(403, "text/plain; charset=utf-8",
+                       b"host not allowed: open the view by its address, or allow this name with --http-allow-host\n")
+            return
+        given = parse_qs(url.query).get("token", [""])[0]
+        auth = self.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            given = given or auth[7:].strip()
+        if sink.token and not hmac.compare_digest(given.encode("utf-8"), sink.token.encode("utf-8")):
+            self._send(401, "text/plain; charset=utf-8",
+                       b"token required: add ?token=TOKEN to the address or send Authorization: Bearer TOKEN\n")
+            return
         if path in ("/", "/index.html"):
-            self._send(200, "text/html; charset=utf-8", _PAGE.encode("utf-8"))
+            query = "?token=" + quote(sink.token, safe="") if sink.token else ""  # quote leaves nothing HTML or JS would read
+            self._send(200, "text/html; charset=utf-8", _PAGE.format(query=query).encode("utf-8"))
         elif path == "/status":
             self._send(200, "application/json", self.server.sink.status_json().encode("utf-8"))
         elif path == "/stream.mjpg":
@@ -181,7 +227,8 @@ class _Handler(BaseHTTPRequestHandler):
             hub.remove_client()
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("http %s: " + format, self.client_address[0], *args)
+        text = format % args if args else format
+        logger.debug("http %s: %s", self.client_address[0], _TOKEN_IN_TEXT.sub(r"\1***", text))
 
 
 class HttpSink(Sink):
@@ -197,29 +244,49 @@ class HttpSink(Sink):
 
     needs_annotated = True
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, jpeg_quality: int = 80, max_clients: int = 8) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, jpeg_quality: int = 80, max_clients: int = 8,
+                 allow_hosts: Sequence[str] = (), token: Optional[str] = None, insecure: bool = False,
+                 max_threads: Optional[int] = None) -> None:
         """Start serving in a background thread.
+
+        Only requests whose ``Host`` header names the bound address, ``localhost``, a loopback
+        address or one of ``allow_hosts`` are answered (when bound to every interface, any IP
+        address is accepted too): a web page cannot reach the view through a DNS name of its own.
 
         Args:
             host: the address to listen on.
             port: the TCP port; 0 picks a free one (see :attr:`address`).
             jpeg_quality: JPEG quality of the stream, 1-100.
-            max_clients: concurrent stream viewers allowed (each holds a thread and an encode).
+            max_clients: concurrent stream viewers allowed (each holds a thread and an encode);
+                more get 503.
+            allow_hosts: further host names the view may be reached by.
+            token: required on every request, as ``?token=`` or ``Authorization: Bearer``.
+            insecure: serve a non-loopback address without a token (refused otherwise).
+            max_threads: requests served at once (default ``max_clients + 8``); more get 503.
 
         Raises:
-            ConfigError: jpeg_quality or max_clients out of range.
+            ConfigError: jpeg_quality, max_clients or max_threads out of range, or a
+                non-loopback address without a token and without ``insecure``.
             EdgesightError: the address cannot be bound (in use, not permitted, not local).
         """
         if not 1 <= jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality must be 1-100, got {jpeg_quality}")
         if max_clients < 1:
             raise ConfigError(f"max_clients must be at least 1, got {max_clients}")
+        max_threads = max_clients + 8 if max_threads is None else max_threads
+        if max_threads <= max_clients:
+            raise ConfigError(f"max_threads must exceed max_clients ({max_clients}), got {max_threads}")
+        problem = protection_problem(host, token, insecure)
+        if problem:
+            raise ConfigError(problem)
+        self.token = token or None
+        self._allowed = {"localhost", host.lower(), *(h.lower().rstrip(".") for h in allow_hosts)}
         self.hub = _FrameHub(jpeg_quality, max_clients)
         self._lock = threading.Lock()
         self._event: Optional[dict] = None
         self._stats: Dict[str, Any] = {}
         try:
-            self._server = _Server((host, port), self)
+            self._server = _Server((host, port), self, max_threads)
         except OSError as e:
             hint = (
                 "another program (or another edgesight) uses it; choose another port"
@@ -234,7 +301,27 @@ class HttpSink(Sink):
         )
         self._closed = False
         self._thread.start()
-        logger.info("serving the live view at %s", self.url)
+        self._allowed.add(self.address[0].lower())
+        logger.info("serving the live view at %s (%s)", self.url,
+                    "protected by a token" if self.token else
+                    "NOT protected: anyone who can reach this address sees the camera; give --http-token"
+                    if not is_loopback(self.address[0]) else "not protected by a token, reachable from this machine only")
+
+    def host_allowed(self, header: str) -> bool:
+        """Whether a request's ``Host`` header names this view (see :meth:`__init__`)."""
+        host = header.strip().lower()
+        if host.startswith("["):
+            host = host[1:].partition("]")[0]
+        elif host.count(":") == 1:
+            host = host.partition(":")[0]
+        host = host.rstrip(".")
+        if host in self._allowed:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return address.is_loopback or self.address[0] in ("0.0.0.0", "::")
 
     @property
     def address(self) -> Tuple[str, int]:

@@ -14,13 +14,13 @@ import sys
 import threading
 import time
 from typing import Optional, Sequence, Tuple, Union
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
 
 from ..errors import SourceError
 from ..frames import Frame
+from ..urls import redact_url
 from .base import Grab, LatestFrameReader, _check_positive, _SourceBase, to_bgr
 
 log = logging.getLogger("edgesight.source")
@@ -45,23 +45,6 @@ def _open_capture(target: Union[int, str], api: int, params: Sequence[int] = ())
         The capture object; check ``isOpened()``.
     """
     return cv2.VideoCapture(target, api, list(params))
-
-
-def redact_url(url: str) -> str:
-    """Hide the password in a URL so logs and error messages never show it.
-
-    Args:
-        url: e.g. ``rtsp://admin:secret@10.0.0.5/stream1``.
-
-    Returns:
-        The URL with the password replaced by ``***``; unchanged when it has none.
-    """
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 def _is_device(target: Union[int, str]) -> bool:
