@@ -1,6 +1,5 @@
 """``edgesight run`` refuses a bad output path or ROI before it creates any output."""
 
-import os
 from pathlib import Path
 
 import pytest
