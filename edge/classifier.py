@@ -71,6 +71,8 @@ class Classifier:
         verify: check the model against the sha256 that model.json records (``sha256``, and
             ``edgetpu_sha256`` for ``model_edgetpu.tflite``). False (``--no-verify``) loads a model
             without one, or an edited one, and logs a warning that it is not verified.
+        max_pixels: image files with more pixels are refused (``ImageTooLargeError``); large
+            PNG and JPEG files are decoded reduced when the model input is much smaller.
 
     Raises:
         BundleError: the bundle is missing, altered (sha256), records no sha256, or is not a model.
@@ -78,11 +80,14 @@ class Classifier:
     """
 
     def __init__(self, bundle: Union[str, Path], *, labels: Optional[Union[str, Path]] = None,
-                 device: str = "cpu", threads: Optional[int] = None, verify: bool = True) -> None:
+                 device: str = "cpu", threads: Optional[int] = None, verify: bool = True,
+                 max_pixels: Optional[int] = None) -> None:
         from .loop.config import RunConfig
 
-        # The same checks as `edgesight run --device/--threads/--labels/--no-verify`.
-        RunConfig(device=device, threads=threads, no_verify=not verify)
+        # The same checks as `edgesight run --device/--threads/--labels/--no-verify/--max-pixels`.
+        cfg = RunConfig(device=device, threads=threads, no_verify=not verify,
+                        **({} if max_pixels is None else {"max_pixels": max_pixels}))
+        self.max_pixels = cfg.max_pixels
         if labels is not None and not Path(labels).is_file():
             raise ConfigError(f"labels: '{labels}' is not a file")
         self.device = device
@@ -125,7 +130,7 @@ class Classifier:
         if not isinstance(image, (str, Path)):
             hint = " (cv2.imread returns None for a file it cannot read)" if image is None else ""
             raise EdgesightError(f"expected an image path or a BGR uint8 numpy frame, got {type(image).__name__}{hint}")
-        return prepare_image(read_image(Path(image), spec.color), spec)
+        return prepare_image(read_image(Path(image), spec.color, target=spec.size, max_pixels=self.max_pixels), spec)
 
     def _open(self) -> TFLiteClassifier:
         if self.model is None:

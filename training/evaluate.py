@@ -23,6 +23,13 @@ def load_keras_model(path: Path, trust: bool = False):
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: model file not found; give a run folder or a .keras file")
+    import zipfile
+
+    # Keras reports any file that is not a zip archive as "File not found", which misleads for a
+    # file that exists; a .keras model is always a zip archive (.h5 is the legacy HDF5 format).
+    if path.suffix.lower() not in (".h5", ".hdf5") and not zipfile.is_zipfile(path):
+        raise BundleError(f"{path}: not a Keras model (a .keras file is a zip archive, this is not one); "
+                          "give a .keras file saved by Keras 3")
     from .tf import import_keras
 
     keras = import_keras()

@@ -22,10 +22,11 @@ def _run_config_options(**kw):
     return options.click_options(RunConfig, **kw)
 
 
-def _classifier(ctx: click.Context, bundle: Path, labels, device: str, threads: Optional[int], no_verify: bool):
+def _classifier(ctx: click.Context, bundle: Path, labels, device: str, threads: Optional[int], no_verify: bool,
+                max_pixels: Optional[int] = None):
     from ..classifier import Classifier
 
-    clf = Classifier(bundle, labels=labels, device=device, threads=threads, verify=not no_verify)
+    clf = Classifier(bundle, labels=labels, device=device, threads=threads, verify=not no_verify, max_pixels=max_pixels)
     if ctx.find_root().params.get("verbose"):
         click.echo(clf.describe(), err=True)
     return clf
@@ -34,21 +35,23 @@ def _classifier(ctx: click.Context, bundle: Path, labels, device: str, threads: 
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.argument("paths", nargs=-1, required=True)
-@_run_config_options(only=("labels", "device", "no_verify", "threads", "threshold", "top_k"))
+@_run_config_options(only=("labels", "device", "no_verify", "threads", "threshold", "top_k", "max_pixels"))
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.pass_context
-def classify(ctx, bundle: Path, paths: Tuple[str, ...], labels, device, no_verify, threads, threshold, top_k, fmt) -> int:
+def classify(ctx, bundle: Path, paths: Tuple[str, ...], labels, device, no_verify, threads, threshold, top_k, max_pixels,
+             fmt) -> int:
     """Classify image files, folders and glob patterns with BUNDLE."""
     from tqdm import tqdm
 
     from ..tools.classify import expand_paths, format_results
 
-    clf = _classifier(ctx, bundle, labels, device, threads, no_verify)
+    clf = _classifier(ctx, bundle, labels, device, threads, no_verify, max_pixels)
     files, problems = expand_paths(paths)
     for item, reason in problems:
         click.echo(f"warning: {item}: {reason}", err=True)
     if not files:
-        raise EdgesightError("no images to classify; give image files, folders or glob patterns")
+        given = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        raise EdgesightError(f"no images to classify in {given}; give image files, folders or glob patterns")
     with tqdm(total=len(files), desc="classifying", unit="img", disable=None, leave=False, file=sys.stderr) as bar:
         results, skipped = clf.classify_files(files, top_k=top_k, threshold=threshold, progress=bar.update)
     for path, reason in skipped:
@@ -75,6 +78,8 @@ def benchmark(bundle: Path, labels, device, no_verify, threads: str, runs: int, 
         counts: List[int] = [int(x) for x in threads.split(",") if x.strip()]
     except ValueError:
         raise EdgesightError(f"--threads '{threads}': expected comma-separated integers like 1,2,4") from None
+    if not counts or min(counts) < 1:
+        raise EdgesightError(f"--threads must be at least 1, got '{threads}'")
     b = load_bundle(bundle, labels_arg(Path(labels) if labels else None), prefer_edgetpu=device.startswith("coral"),
                     verify=not no_verify)
     if no_verify:
@@ -95,7 +100,7 @@ def benchmark(bundle: Path, labels, device, no_verify, threads: str, runs: int, 
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML file of options (keys: the flags' names with underscores, e.g. top_k); flags given on the command line win.")
-@_run_config_options()
+@_run_config_options(exclude=("max_pixels",))  # image files of a folder source are camera-sized
 @click.pass_context
 def run(ctx, bundle: Path, config_path: Optional[Path], **_: object) -> int:
     """Classify frames from a camera, stream, video or folder in real time with BUNDLE.

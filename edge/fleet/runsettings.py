@@ -27,7 +27,7 @@ from ..model.preprocess import parse_roi
 # come from ``review:`` (``ReviewSettings``).
 # A profile never turns off the model's sha256 check on a fleet (``no_verify``).
 NOT_IN_PROFILES = ("labels", "no_verify", "realtime", "loop", "display", "save", "review_dir", "review_label", "review_max_mb",
-                   "max_frames", "duration", "frame_workers")
+                   "max_frames", "duration", "frame_workers", "max_pixels")
 # The service's state directory (StateDirectory= and WorkingDirectory= of the unit): relative
 # output paths of a profile land here, and absolute ones may only point here.
 STATE_DIR = "/var/lib/edgesight"

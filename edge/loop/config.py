@@ -58,6 +58,8 @@ class RunConfig:
     threshold: float = opt(0.0, "Below this probability the label is 'unknown'.", min=0.0, max=1.0)
     smooth: int = opt(1, "Average the last N frames before deciding (with hysteresis).", min=1)
     hysteresis: float = opt(0.1, "Margin another label needs to take over when smoothing.", min=0.0, max=1.0)
+    max_pixels: int = opt(50_000_000, "classify and the Python API: refuse image files with more pixels than this "
+                          "(larger ones are decoded reduced when the model input is much smaller).", min=1)
     top_k: int = opt(3, "Entries of the model output reported with each result.", min=1)
     display: bool = opt(False, "Show the annotated stream in a window (needs a GUI build of OpenCV).")
     headless: bool = opt(False, "No window (the default; refuses --display).")

@@ -101,6 +101,7 @@ def run_loop(
     on_stats: Optional[Callable[[LoopStats], None]] = None,
     printer: Callable[[str], None] = print,
     on_result: Optional[Callable[[Result, LoopStats], None]] = None,
+    stats: Optional[LoopStats] = None,
 ) -> LoopStats:
     """Classify frames from ``source`` until it ends, a limit is reached, or ``stop`` is set.
 
@@ -130,7 +131,7 @@ def run_loop(
         worker_models = [model]
     else:
         worker_models = []
-    stats = LoopStats()
+    stats = stats if stats is not None else LoopStats()
     decider = Decider(info.labels, cfg.threshold, cfg.top_k, cfg.smooth, cfg.hysteresis)
     spec = info.preprocess
     roi = cfg.roi_box

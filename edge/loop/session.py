@@ -8,9 +8,9 @@ runtime gets the same outputs, status file and summary.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EdgesightError
 from ..fsutil import write_json
 from ..urls import redact_url
 from .config import RunConfig, parse_hostport
@@ -71,9 +71,14 @@ def run_session(clf: Any, cfg: RunConfig, echo: Callable[[str], None] = print,
     Returns:
         The summary: the loop statistics plus ``model`` and ``source`` (also written to
         ``cfg.stats_json``, and to ``cfg.status_file`` with ``finished: true``).
+
+    Raises:
+        Whatever ended the loop early (a source that does not come back, a failing output);
+        the statistics counted until then are still written, with a one-line ``error``.
     """
     from ..sources import open_source
     from .runner import StopFlag, run_loop, signals_stop
+    from .stats import LoopStats
     from .preflight import check_outputs, check_roi_fits
     from .sdnotify import Notifier
 
@@ -95,16 +100,22 @@ def run_session(clf: Any, cfg: RunConfig, echo: Callable[[str], None] = print,
         last.update(label=result.label, score=round(result.score, 4), updated=round(result.wall_time, 3))
         notifier.feed(f"{st.frames} frames, {result.label}")
 
+    failure: Optional[str] = None
     try:
         with open_source(cfg.source, width=cfg.width, height=cfg.height, fps=cfg.fps, realtime=cfg.realtime,
                          loop=cfg.loop, compute_threads=clf.model.cpu_threads) as opened:
             src = check_roi_fits(opened, cfg.roi_box)
             sinks = make_sinks(cfg, echo)
             notifier.ready(f"classifying {redact_url(cfg.source)}")
+            stats = LoopStats()
             with signals_stop(StopFlag()) as stop:
-                stats = run_loop(clf.model, clf.info, src, sinks, cfg, stop, on_stats=on_stats, on_result=on_result, printer=err)
+                run_loop(clf.model, clf.info, src, sinks, cfg, stop, on_stats=on_stats, on_result=on_result,
+                         printer=err, stats=stats)
             if stop.is_set():
                 err(f"stopping ({stop.reason})")
+    except Exception as e:
+        failure = error_line(e)
+        raise
     finally:
         notifier.stopping()
         notifier.close()
@@ -113,9 +124,31 @@ def run_session(clf: Any, cfg: RunConfig, echo: Callable[[str], None] = print,
                 s.close()
             except Exception as e:  # one failing output must not lose the others' data
                 log.error("closing %s failed: %s", type(s).__name__, e)
+        # A run that ends on an error still leaves what it counted, with the error, for whoever
+        # reads the statistics; one that failed before its first frame leaves nothing.
+        summary: Dict[str, Any] = {}
+        if stats is not None:
+            try:
+                summary = _save_summary(clf, cfg, stats, last, failure)
+            except Exception as e:
+                if failure is None:
+                    raise
+                log.error("writing the statistics failed: %s", e)  # the run's own error is the one to report
+    return summary
+
+
+def error_line(exc: BaseException) -> str:
+    """``exc`` as one line: an edgesight error's message, otherwise its type and message."""
+    text = str(exc) if isinstance(exc, EdgesightError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+    return " ".join(text.split())
+
+
+def _save_summary(clf: Any, cfg: RunConfig, stats: Any, last: dict, failure: Optional[str]) -> Dict[str, Any]:
     summary = stats.to_dict()
     summary["model"] = str(clf.bundle.model_path)
     summary["source"] = redact_url(cfg.source)
+    if failure is not None:
+        summary["error"] = failure
     if cfg.stats_json:
         write_json(cfg.stats_json, summary)
     if cfg.status_file:

@@ -7,7 +7,8 @@ conversion, interpolation and crop policy the model was trained with.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Tuple
+import struct
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -34,32 +35,102 @@ def is_image_path(path: Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def decode_image(data: bytes, color: str, where: str = "<bytes>") -> np.ndarray:
+class ImageTooLargeError(ImageReadError):
+    """An image file has more pixels than the limit (``--max-pixels``)."""
+
+
+def image_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """``(width, height)`` from a PNG or JPEG header, without decoding; None for other formats
+    or a header that cannot be read."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _JPEG_SOF:
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return w, h
+        if marker == 0xD8 or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    return None
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_REDUCED = {
+    "rgb": {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8},
+    "grayscale": {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8},
+}
+
+
+def reduction(size: Tuple[int, int], target: Tuple[int, int]) -> int:
+    """The largest of 1, 2, 4, 8 that keeps an image of ``size`` = (width, height) at least
+    twice ``target`` = (height, width) on both sides, so resizing to the model input afterwards
+    still has pixels to average."""
+    (w, h), (th, tw) = size, target
+    factor = 1
+    for f in (2, 4, 8):
+        if w // f >= 2 * tw and h // f >= 2 * th:
+            factor = f
+    return factor
+
+
+def decode_image(data: bytes, color: str, where: str = "<bytes>", *, target: Optional[Tuple[int, int]] = None,
+                 max_pixels: Optional[int] = None) -> np.ndarray:
     """Decode encoded image bytes to uint8 ``HxWxC`` in RGB (C=3) or grayscale (C=1).
 
     Palette, RGBA, 16-bit and grayscale files are all converted to the requested colour mode
     (alpha is dropped, 16-bit is scaled to 8-bit).
+
+    Args:
+        target: ``(height, width)`` the image will be resized to; a PNG or JPEG much larger is
+            decoded reduced by 2, 4 or 8 (a JPEG then never holds its full-size pixels).
+        max_pixels: refuse a PNG or JPEG whose header declares more pixels than this.
+
+    Raises:
+        ImageTooLargeError: above ``max_pixels``.
+        ImageReadError: empty or not decodable.
     """
     if not data:
         raise ImageReadError(f"{where}: empty file (0 bytes)")
+    size = image_size(data) if (target or max_pixels) else None
+    if size and max_pixels and size[0] * size[1] > max_pixels:
+        raise ImageTooLargeError(f"{where}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.1f} megapixels, above the "
+                                 f"limit of {max_pixels / 1e6:g}; shrink the image or raise --max-pixels")
+    factor = reduction(size, target) if size and target else 1
     buf = np.frombuffer(data, dtype=np.uint8)
-    flag = cv2.IMREAD_GRAYSCALE if color == "grayscale" else cv2.IMREAD_COLOR
+    if factor > 1:
+        flag = _REDUCED["grayscale" if color == "grayscale" else "rgb"][factor]
+    else:
+        flag = cv2.IMREAD_GRAYSCALE if color == "grayscale" else cv2.IMREAD_COLOR
     img = cv2.imdecode(buf, flag)
     if img is None or img.size == 0:
         raise ImageReadError(f"{where}: not a decodable image")
+    if img.ndim == 2:
+        return img[:, :, None] if color == "grayscale" else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     if color == "grayscale":
-        return img[:, :, None]
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[:, :, None]
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: Path, color: str = "rgb") -> np.ndarray:
-    """Read an image file as uint8 RGB (or grayscale with one channel)."""
+def read_image(path: Path, color: str = "rgb", *, target: Optional[Tuple[int, int]] = None,
+               max_pixels: Optional[int] = None) -> np.ndarray:
+    """Read an image file as uint8 RGB (or grayscale with one channel); ``target`` and
+    ``max_pixels`` as in :func:`decode_image`."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise ImageReadError(f"{path}: cannot read ({e.strerror})") from e
-    return decode_image(data, color, where=str(path))
+    return decode_image(data, color, where=str(path), target=target, max_pixels=max_pixels)
 
 
 def resize(img: np.ndarray, size: Tuple[int, int], mode: str = "stretch", interpolation: str = "bilinear") -> np.ndarray:
@@ -99,9 +170,10 @@ def prepare_image(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return resize(img, spec.size, spec.resize, spec.interpolation)
 
 
-def load_for_model(path: Path, spec: PreprocessSpec) -> np.ndarray:
-    """Read an image file and return it as the model's uint8 ``HxWxC`` input."""
-    return prepare_image(read_image(path, spec.color), spec)
+def load_for_model(path: Path, spec: PreprocessSpec, max_pixels: Optional[int] = None) -> np.ndarray:
+    """Read an image file and return it as the model's uint8 ``HxWxC`` input (a large file
+    decoded reduced, see :func:`decode_image`)."""
+    return prepare_image(read_image(path, spec.color, target=spec.size, max_pixels=max_pixels), spec)
 
 
 def parse_roi(text: str) -> Tuple[int, int, int, int]:

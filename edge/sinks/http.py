@@ -131,7 +131,19 @@ class _Server(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.sink = sink
         self._slots = threading.BoundedSemaphore(max_threads)
+        self.max_threads = max_threads
+        self._busy = 0
+        self._busy_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    @property
+    def busy(self) -> int:
+        """Connections being served now (each holds one of the ``max_threads`` slots)."""
+        return self._busy
+
+    def _count(self, delta: int) -> None:
+        with self._busy_lock:
+            self._busy += delta
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # A thread per connection, up to the cap; beyond it the connection is answered 503 and
@@ -145,9 +157,11 @@ class _Server(ThreadingHTTPServer):
                 pass
             self.shutdown_request(request)
             return
+        self._count(1)
         try:
             super().process_request(request, client_address)
         except BaseException:
+            self._count(-1)
             self._slots.release()
             raise
 
@@ -155,6 +169,7 @@ class _Server(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self._count(-1)
             self._slots.release()
 
     def server_bind(self) -> None:

@@ -106,8 +106,17 @@ def test_stream_clients_and_request_threads_are_capped(sink_factory):
     assert s.hub.clients == 1
     status, body = _get(s, "/stream.mjpg")
     assert (status, body) == (503, b"too many stream clients; try again later\n")
+    server = s._server
+
+    def wait_busy(n):
+        end = time.monotonic() + 5
+        while server.busy != n and time.monotonic() < end:
+            time.sleep(0.01)
+        assert server.busy == n
+
+    wait_busy(1)  # the refused stream request has finished; the held stream remains
     idle = socket.create_connection(s.address)  # holds the second request thread
-    time.sleep(0.2)
+    wait_busy(2)
     status, body = _get(s, "/status")
     assert (status, body) == (503, b"too many requests.\n")
     idle.close()

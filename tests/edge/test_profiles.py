@@ -225,7 +225,7 @@ def test_run_settings_are_run_options():
     # ... and a fleet never runs a model it cannot verify (no_verify)
     assert set(RunSettings.__dataclass_fields__) == {s.name for s in options.specs(RunConfig)} - {
         "labels", "no_verify", "realtime", "loop", "display", "save", "review_dir", "review_label", "review_max_mb", "max_frames",
-        "duration", "frame_workers"}
+        "duration", "frame_workers", "max_pixels"}
 
 
 @pytest.mark.parametrize("preset", [None] + PRESETS)
