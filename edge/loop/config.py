@@ -54,6 +54,9 @@ class RunConfig:
     fps: Optional[float] = opt(None, "Requested capture frame rate.", min=0.0, min_open=True)
     realtime: bool = opt(False, "Play video files at their frame rate, dropping frames when behind (default: every frame).")
     loop: bool = opt(False, "Restart video files and image folders at the end.")
+    open_timeout: Optional[float] = opt(None, "Seconds to keep retrying a camera or stream that cannot be opened at start, "
+                                        "with back-off (default: 30 for cameras and streams; files and folders open once).",
+                                        min=0.0, metavar="SECONDS")
     roi: Optional[str] = opt(None, "x,y,w,h window to classify instead of the whole frame.", metavar="X,Y,W,H")
     threshold: float = opt(0.0, "Below this probability the label is 'unknown'.", min=0.0, max=1.0)
     smooth: int = opt(1, "Average the last N frames before deciding (with hysteresis).", min=1)
@@ -75,6 +78,8 @@ class RunConfig:
     mqtt: Optional[str] = opt(None, "Publish results to mqtt://[user:pass@]host[:port]/topic/prefix.", metavar="URL")
     mqtt_qos: int = opt(0, "MQTT quality of service.", min=0, max=2)
     mqtt_retain: bool = opt(False, "Retain the last label message on the broker.")
+    mqtt_queue: int = opt(10_000, "QoS 1/2: messages kept while the broker is down, sent in order when it is back "
+                          "(beyond this the oldest are dropped and counted).", min=1)
     gpio: Optional[str] = opt(None, "Pulse this GPIO pin (BCM) when a --gpio-on label is reported.", metavar="PIN", int_as_text=True)
     gpio_on: Tuple[str, ...] = opt((), "Label that triggers the GPIO pulse (repeatable).", metavar="LABEL")
     gpio_pulse_ms: float = opt(100.0, "Length of the GPIO pulse in milliseconds.", min=0.0, min_open=True)

@@ -45,7 +45,8 @@ def make_sinks(cfg: RunConfig, echo: Callable[[str], None] = print) -> list:
             made.append(S.HttpSink(*parse_hostport(cfg.http), allow_hosts=cfg.http_allow_host, token=cfg.http_token,
                                     insecure=cfg.http_insecure))
         if cfg.mqtt:
-            made.append(S.MqttSink(cfg.mqtt, qos=cfg.mqtt_qos, retain=cfg.mqtt_retain, on_change_only=cfg.on_change_only))
+            made.append(S.MqttSink(cfg.mqtt, qos=cfg.mqtt_qos, retain=cfg.mqtt_retain, on_change_only=cfg.on_change_only,
+                                    max_queued=cfg.mqtt_queue))
         if cfg.gpio:
             made.append(S.GpioSink(cfg.gpio, cfg.gpio_on, pulse_ms=cfg.gpio_pulse_ms))
         if cfg.review_dir:
@@ -89,21 +90,29 @@ def run_session(clf: Any, cfg: RunConfig, echo: Callable[[str], None] = print,
     notifier = Notifier()
     last: dict = {}
 
+    latest: dict = {}
+
+    # The statistics and the result they end on are taken at the same moment (on_result runs for
+    # a frame before on_stats may run for it), so /status and the status file never pair a newer
+    # result with older counts.
     def on_stats(st) -> None:
         d = {**st.to_dict(), **last}
         for s in sinks:
-            s.update_stats(d)
+            s.update_stats({**d, "result": latest["result"].to_event() if latest else None})
         if cfg.status_file:
             write_json(cfg.status_file, d)
 
     def on_result(result, st) -> None:
-        last.update(label=result.label, score=round(result.score, 4), updated=round(result.wall_time, 3))
+        last.update(frame=result.frame_index, label=result.label, score=round(result.score, 4),
+                    updated=round(result.wall_time, 3))
+        latest["result"] = result
         notifier.feed(f"{st.frames} frames, {result.label}")
 
     failure: Optional[str] = None
     try:
         with open_source(cfg.source, width=cfg.width, height=cfg.height, fps=cfg.fps, realtime=cfg.realtime,
-                         loop=cfg.loop, compute_threads=clf.model.cpu_threads) as opened:
+                         loop=cfg.loop, open_timeout=cfg.open_timeout,
+                         compute_threads=clf.model.cpu_threads) as opened:
             src = check_roi_fits(opened, cfg.roi_box)
             sinks = make_sinks(cfg, echo)
             notifier.ready(f"classifying {redact_url(cfg.source)}")

@@ -59,7 +59,11 @@ class Sink(ABC):
         """
 
     def update_stats(self, stats: Dict[str, Any]) -> None:
-        """Receive the loop's live statistics (fps, drops, uptime...); ignored by default."""
+        """Receive the loop's live statistics (fps, drops, uptime...); ignored by default.
+
+        ``stats["result"]`` is the event of the last result they count (None before the first),
+        so a sink can show both as one snapshot.
+        """
 
     def close(self) -> None:
         """Flush and release what the sink holds; nothing by default."""

@@ -45,9 +45,10 @@ async function refresh() {{
   try {{
     const r = await fetch("/status{query}", {{cache: "no-store"}});
     const s = await r.json();
-    if (s.result) {{
-      document.getElementById("label").textContent = s.result.label;
-      document.getElementById("score").textContent = (100 * s.result.score).toFixed(1) + "%";
+    const now = s.latest || s.result;
+    if (now) {{
+      document.getElementById("label").textContent = now.label;
+      document.getElementById("score").textContent = (100 * now.score).toFixed(1) + "%";
     }}
     document.getElementById("status").textContent = JSON.stringify(s, null, 2);
   }} catch (e) {{
@@ -300,6 +301,8 @@ class HttpSink(Sink):
         self._lock = threading.Lock()
         self._event: Optional[dict] = None
         self._stats: Dict[str, Any] = {}
+        self._stats_event: Optional[dict] = None
+        self._snapshot = False
         try:
             self._server = _Server((host, port), self, max_threads)
         except OSError as e:
@@ -362,19 +365,32 @@ class HttpSink(Sink):
         self.hub.put(annotated_or_draw(frame, result, annotated))
 
     def update_stats(self, stats: Dict[str, Any]) -> None:
-        """Replace the ``stats`` object shown by ``/status`` (fps, dropped frames, uptime...).
+        """Replace the snapshot shown by ``/status``: the statistics (fps, dropped frames,
+        uptime...) and, under ``"result"``, the event of the last result they count.
+
+        From the first call that gives one, ``/status`` shows that result with those statistics, taken at
+        one moment, rather than the newest frame's result with older counts.
 
         Raises:
             TypeError: a value is not JSON-serialisable (raised here, not later in a request).
         """
-        json.dumps(stats)
+        stats = dict(stats)
+        snapshot = "result" in stats  # statistics given without their result keep the latest one
+        result = stats.pop("result", None)
+        json.dumps([stats, result])
         with self._lock:
-            self._stats = dict(stats)
+            self._stats = stats
+            self._snapshot = snapshot
+            self._stats_event = result
 
     def status_json(self) -> str:
-        """The ``/status`` body: ``{"result": latest event or null, "stats": {...}, "clients": n}``."""
+        """The ``/status`` body: ``{"result": event or null, "stats": {...}, "latest": event or
+        null, "clients": n}``. ``result`` is the one the statistics end on once there are
+        statistics (one snapshot), the latest before; ``latest`` is the newest frame's, which the
+        page shows so its label follows every frame."""
         with self._lock:
-            return json.dumps({"result": self._event, "stats": self._stats, "clients": self.hub.clients})
+            event = self._stats_event if self._snapshot else self._event
+            return json.dumps({"result": event, "stats": self._stats, "latest": self._event, "clients": self.hub.clients})
 
     def close(self) -> None:
         """Stop serving: end every stream, stop the server thread, release the port."""

@@ -7,8 +7,10 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Deque, Optional, Set, Tuple
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -80,15 +82,20 @@ class MqttSink(Sink):
         ``<prefix>/status``: ``online`` when connected, ``offline`` on close, and ``offline``
         as the last will, so the broker announces a device that vanished; always retained.
 
-    Connecting, reconnecting (with back-off) and sending happen on paho's network thread;
-    ``write`` never blocks. While disconnected, QoS 1/2 messages wait in paho's queue (up to
-    ``max_queued``, then new ones are dropped and counted) and are sent after reconnecting;
-    QoS 0 messages are at-most-once by definition and are dropped (and counted) while offline.
+    Connecting, reconnecting (with back-off) and sending happen on background threads;
+    ``write`` never blocks. At QoS 1/2 every message goes through a bounded queue: while the
+    broker is down it waits there (beyond ``max_queued`` the oldest is dropped and counted), and
+    after reconnecting the queue is sent in order, once the messages paho still held from before
+    the outage are acknowledged, so nothing published during the outage overtakes them. QoS 0
+    messages are at-most-once by definition and are dropped (and counted) while offline.
 
     Attributes:
-        published: messages handed to paho (sent or queued).
+        published: messages handed to paho (sent, or resent by paho after a reconnect).
         dropped: messages lost to a full queue or, at QoS 0, to a lost connection.
     """
+
+    #: QoS 1/2 messages handed to paho and not yet acknowledged, at most.
+    WINDOW = 64
 
     def __init__(
         self,
@@ -100,7 +107,7 @@ class MqttSink(Sink):
         *,
         keepalive: int = 30,
         reconnect_delay: Tuple[float, float] = (1, 30),
-        max_queued: int = 1000,
+        max_queued: int = 10_000,
     ) -> None:
         """Start connecting in the background (a broker that is down is retried, not an error).
 
@@ -113,7 +120,7 @@ class MqttSink(Sink):
             client_id: the MQTT client id; default ``edgesight-<hostname>-<pid>``.
             keepalive: seconds between keep-alive pings; a dead link shows after 1.5x this.
             reconnect_delay: ``(min, max)`` seconds between reconnect attempts (doubling).
-            max_queued: QoS 1/2 messages kept while disconnected.
+            max_queued: QoS 1/2 messages kept while disconnected; beyond it the oldest is dropped.
 
         Raises:
             ConfigError: a bad URL, QoS or queue size.
@@ -142,6 +149,14 @@ class MqttSink(Sink):
         # One warning per outage, not one per reconnect attempt or per dropped message.
         self._outage_logged = False
         self._drop_logged = False
+        # QoS 1/2: results waiting for the broker, the number handed to paho and not yet
+        # acknowledged, the ids of the status messages (not counted), and whether paho still
+        # holds messages from before a reconnect (then nothing new is handed over).
+        self._cond = threading.Condition()
+        self._queue: Deque[Tuple[str, str]] = deque()
+        self._outstanding = 0
+        self._status_mids: Set[int] = set()
+        self._resync = False
 
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -153,13 +168,17 @@ class MqttSink(Sink):
         if self.target.tls:
             client.tls_set()
         client.reconnect_delay_set(min_delay=reconnect_delay[0], max_delay=reconnect_delay[1])
-        client.max_queued_messages_set(max_queued)
         client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         self._client = client
         client.connect_async(self.target.host, self.target.port, keepalive)
         client.loop_start()
+        self._sender: Optional[threading.Thread] = None
+        if qos:
+            self._sender = threading.Thread(target=self._send_queued, name="edgesight-mqtt", daemon=True)
+            self._sender.start()
 
     @property
     def connected(self) -> bool:
@@ -185,8 +204,19 @@ class MqttSink(Sink):
         logger.info("MQTT connected to %s", self.target.display())
         self._outage_logged = False
         self._drop_logged = False
-        self._connected.set()
-        client.publish(self.topic_status, "online", qos=1, retain=True)
+        # Paho resends what it held only after this callback returns; the queue waits for it.
+        self._status_mids.add(client.publish(self.topic_status, "online", qos=1, retain=True).mid)
+        with self._cond:
+            self._connected.set()
+            self._cond.notify_all()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        if mid in self._status_mids:
+            self._status_mids.discard(mid)
+            return
+        with self._cond:
+            self._outstanding -= 1
+            self._cond.notify_all()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         self._warn_outage(
@@ -195,7 +225,9 @@ class MqttSink(Sink):
         )
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        self._connected.clear()
+        with self._cond:
+            self._connected.clear()
+            self._resync = self._outstanding > 0
         if not self._closing:
             self._warn_outage(
                 "lost the connection to the MQTT broker at %s (%s); reconnecting in the background",
@@ -203,22 +235,55 @@ class MqttSink(Sink):
             )
 
     def _publish(self, topic: str, payload: str) -> None:
-        rc = self._client.publish(topic, payload, qos=self.qos, retain=self.retain).rc
-        codes = self._mqtt.MQTTErrorCode
-        # paho keeps QoS 1/2 messages it could not send yet (rc NO_CONN) and resends them after
-        # reconnecting; QoS 0 ones are gone, and a full queue refuses the message.
-        if rc == codes.MQTT_ERR_SUCCESS or (rc == codes.MQTT_ERR_NO_CONN and self.qos > 0):
-            self.published += 1
+        if self.qos:
+            with self._cond:
+                if len(self._queue) >= self.max_queued:
+                    self._queue.popleft()
+                    self._count_drop(f"the queue of {self.max_queued} unsent messages is full; the oldest are dropped")
+                self._queue.append((topic, payload))
+                self._cond.notify_all()
             return
+        rc = self._client.publish(topic, payload, qos=0, retain=self.retain).rc
+        if rc == self._mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.published += 1
+        else:
+            self._count_drop(f"paho: {self._mqtt.error_string(rc)}")
+
+    def _count_drop(self, why: str) -> None:
         self.dropped += 1
         if not self._drop_logged:
             self._drop_logged = True
-            why = (
-                f"the queue of {self.max_queued} unsent messages is full"
-                if rc == codes.MQTT_ERR_QUEUE_SIZE
-                else f"paho: {self._mqtt.error_string(rc)}"
-            )
             logger.warning("MQTT results to %s are being dropped: %s", self.target.display(), why)
+
+    def _ready(self) -> bool:
+        if self._resync and self._outstanding <= 0:
+            self._resync = False
+        return self.connected and not self._resync and self._outstanding < self.WINDOW
+
+    def _send_queued(self) -> None:
+        """The only thread that hands QoS 1/2 messages to paho, in queue order."""
+        codes = self._mqtt.MQTTErrorCode
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or (self._queue and self._ready()))
+                if self._closed:
+                    return
+                topic, payload = self._queue.popleft()
+                self._outstanding += 1
+            # Outside the lock: paho calls on_publish while holding its own.
+            rc = self._client.publish(topic, payload, qos=self.qos, retain=self.retain).rc
+            # NO_CONN: the link dropped just now; paho keeps the message and resends it.
+            if rc in (codes.MQTT_ERR_SUCCESS, codes.MQTT_ERR_NO_CONN):
+                self.published += 1
+                continue
+            with self._cond:
+                self._outstanding -= 1
+            self._count_drop(f"paho: {self._mqtt.error_string(rc)}")
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every QoS 1/2 message is acknowledged."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and self._outstanding <= 0, timeout)
 
     def write(self, frame: Frame, result: Result, annotated: Optional[np.ndarray]) -> None:
         """Publish the result (and the label when it changed); never blocks."""
@@ -230,25 +295,34 @@ class MqttSink(Sink):
             self._publish(self.topic_label, result.label)
 
     def close(self, timeout: float = 2.0) -> None:
-        """Announce ``offline``, disconnect and stop the network thread.
+        """Send what is queued, announce ``offline``, disconnect and stop the network thread.
 
         Args:
-            timeout: seconds to wait for the broker to acknowledge the ``offline`` message
-                (and so everything sent before it).
+            timeout: seconds to wait for the broker to acknowledge the queued results and the
+                ``offline`` message.
         """
         if self._closed:
             return
-        self._closed = True
-        self._closing = True
+        deadline = time.monotonic() + timeout
+        if self.qos and self.connected and not self.flush(timeout):
+            logger.warning("MQTT broker %s did not acknowledge every result within %.0f s",
+                           self.target.display(), timeout)
+        with self._cond:
+            self._closed = True
+            self._closing = True
+            unsent = len(self._queue)
+            self._cond.notify_all()
+        if self._sender is not None:
+            self._sender.join(timeout)
         codes = self._mqtt.MQTTErrorCode
         if self.connected:
             info = self._client.publish(self.topic_status, "offline", qos=1, retain=True)
             if info.rc == codes.MQTT_ERR_SUCCESS:
-                info.wait_for_publish(timeout)
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
         else:
             logger.warning(
-                "closing the MQTT sink while disconnected from %s: unsent messages are discarded",
-                self.target.display(),
+                "closing the MQTT sink while disconnected from %s: %d unsent messages are discarded",
+                self.target.display(), unsent + max(self._outstanding, 0),
             )
         self._client.disconnect()
         self._client.loop_stop()

@@ -100,6 +100,11 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _pause(seconds: float) -> None:
+    """Sleep between open attempts on the caller's thread (Ctrl-C interrupts it)."""
+    time.sleep(seconds)
+
+
 class LatestFrameReader(_SourceBase):
     """A live source: a capture thread keeps only the newest frame of a :class:`CaptureDevice`.
 
@@ -108,12 +113,17 @@ class LatestFrameReader(_SourceBase):
     is counted in ``dropped``. Latency therefore stays at about one frame period however slow the
     consumer is. ``Frame.index`` counts every captured frame, so gaps show the drops.
 
+    A device that cannot be opened at start (a camera not ready at boot, a stream server
+    restarting) is retried for up to ``open_timeout`` seconds with the same back-off; one line is
+    logged when the wait starts, and the open error, with the time waited, is raised when it ends.
+
     When the device fails (a read returns nothing, a USB camera is unplugged, a stream drops) it is
     closed and reopened after ``reconnect_delay`` seconds, the delay doubling up to
     ``reconnect_max_delay`` until an attempt succeeds; each success increments ``reconnects``.
 
     Args:
-        device: the camera or stream. It is opened here, so a missing camera fails at once.
+        device: the camera or stream. It is opened here, so a missing camera fails at once
+            unless ``open_timeout`` allows a wait.
         reconnect: reopen the device after a failure; when False the source ends instead.
         reconnect_delay: seconds before the first reopen attempt.
         reconnect_max_delay: the longest wait between attempts.
@@ -121,9 +131,11 @@ class LatestFrameReader(_SourceBase):
             outages are ridden out by reconnecting, a longer one stops the loop with a clear error
             (None waits indefinitely).
         close_timeout: seconds ``close()`` waits for the capture thread.
+        open_timeout: seconds to keep retrying the first open (0: fail at the first attempt).
 
     Raises:
-        SourceError: the device cannot be opened.
+        SourceError: the device cannot be opened (within ``open_timeout``).
+        KeyboardInterrupt: Ctrl-C while waiting for the device; nothing is left open.
         ConfigError: a delay or timeout is not positive.
     """
 
@@ -138,11 +150,14 @@ class LatestFrameReader(_SourceBase):
         reconnect_max_delay: float = 10.0,
         read_timeout: Optional[float] = 30.0,
         close_timeout: float = 1.0,
+        open_timeout: float = 0.0,
     ) -> None:
         _check_positive("reconnect_delay", reconnect_delay)
         _check_positive("reconnect_max_delay", reconnect_max_delay)
         _check_positive("read_timeout", read_timeout, allow_none=True)
         _check_positive("close_timeout", close_timeout)
+        if open_timeout is None or not open_timeout >= 0:
+            raise ConfigError(f"open_timeout must be 0 or a positive number, got {open_timeout!r}")
         self.name = device.name
         self.captured = 0
         self.dropped = 0
@@ -160,9 +175,34 @@ class LatestFrameReader(_SourceBase):
         self._ended = False
         self._closed = False
         self._stop = threading.Event()
-        device.open()
+        self._open_first(open_timeout)
         self._thread = threading.Thread(target=self._run, name=f"edgesight-capture {self.name}", daemon=True)
         self._thread.start()
+
+    def _open_first(self, timeout: float) -> None:
+        """Open the device, retrying with exponential back-off for up to ``timeout`` seconds."""
+        start = time.monotonic()
+        delay = self._reconnect_delay
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                self._device.open()
+                break
+            except SourceError as exc:
+                waited = time.monotonic() - start
+                if waited + 1e-9 >= timeout:
+                    if attempts == 1:
+                        raise
+                    raise SourceError(f"{exc} (waited {waited:.1f} s, {attempts} attempts)") from exc
+                if attempts == 1:
+                    log.warning("waiting for %s to open, up to %g s", self.name, timeout)
+                pause = min(delay, timeout - waited)
+                log.info("%s: open attempt %d failed; next in %.1f s", self.name, attempts, pause)
+                _pause(pause)
+                delay = min(delay * 2, self._reconnect_max_delay)
+        if attempts > 1:
+            log.warning("%s: opened after %d attempt(s) in %.1f s", self.name, attempts, time.monotonic() - start)
 
     def read(self) -> Optional[Frame]:
         """Return the newest frame not yet returned, waiting for one if needed.

@@ -36,6 +36,8 @@ from .synthetic import SyntheticSource
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".3gp"}
 )
+# Seconds a camera or stream that cannot be opened at start is retried (it may still be booting).
+DEFAULT_OPEN_TIMEOUT_S = 30.0
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 
 SPEC_HELP = (
@@ -97,6 +99,7 @@ def open_source(
     reconnect_delay: float = 0.5,
     reconnect_max_delay: float = 10.0,
     read_timeout: Optional[float] = 30.0,
+    open_timeout: Optional[float] = None,
     prefetch: Optional[int] = None,
     compute_threads: Optional[int] = None,
 ) -> FrameSource:
@@ -126,6 +129,8 @@ def open_source(
         count: for synthetic frames: generate this many, unpaced, then end (for benchmarks).
         reconnect_delay, reconnect_max_delay: back-off of live sources, in seconds.
         read_timeout: seconds a live source may go without a frame before read() raises.
+        open_timeout: seconds a camera or stream that cannot be opened at start is retried with
+            back-off (None: 30; files and folders open once).
         prefetch: frames of a video file or image folder decoded ahead on a worker thread
             (0: decode on the caller's thread; None: :func:`auto_prefetch` decides).
         compute_threads: interpreter threads of the consumer, for ``prefetch=None``.
@@ -145,6 +150,7 @@ def open_source(
         reconnect_delay=reconnect_delay,
         reconnect_max_delay=reconnect_max_delay,
         read_timeout=read_timeout,
+        open_timeout=DEFAULT_OPEN_TIMEOUT_S if open_timeout is None else open_timeout,
     )
     kind, sep, arg = text.partition(":")
     kind = kind.lower()

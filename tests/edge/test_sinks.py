@@ -353,7 +353,13 @@ def test_http_binds_localhost_and_serves_status_page_and_404(http_sink):
     http_sink.write(make_frame(7), result, None)
     http_sink.update_stats({"fps": 9.5, "dropped": 2})
     status, _, body = http_get(http_sink, "/status")
-    assert json.loads(body) == {"result": result.to_event(), "stats": {"fps": 9.5, "dropped": 2}, "clients": 0}
+    assert json.loads(body) == {"result": result.to_event(), "stats": {"fps": 9.5, "dropped": 2}, "latest": result.to_event(), "clients": 0}
+    # a snapshot keeps its own result; the newest frame's goes under "latest", which the page shows
+    http_sink.update_stats({"frames": 8, "result": result.to_event()})
+    newer = make_result("cat", 0.9, 8)
+    http_sink.write(make_frame(8), newer, None)
+    snap = json.loads(http_get(http_sink, "/status")[2])
+    assert snap["result"]["frame"] == 7 and snap["stats"] == {"frames": 8} and snap["latest"]["label"] == "cat"
 
     status, ctype, body = http_get(http_sink, "/")
     assert status == 200 and ctype.startswith("text/html")
@@ -559,12 +565,13 @@ def test_mqtt_queues_while_broker_is_down_and_delivers_after_reconnect(broker):
         for i, label in enumerate(["q1", "q2", "q3"], 1):
             sink.write(make_frame(i), make_result(label, index=i), None)
         assert time.monotonic() - t0 < 0.2, "publishing while disconnected must not block"
-        assert sink.published == 8 and sink.dropped == 0  # results and label changes, all queued
+        assert sink.published == 2 and sink.dropped == 0  # the 6 results and label changes wait in the queue
 
         broker.start()
         assert sink.wait_connected(10)
         labels = [json.loads(m.payload)["label"] for m in sub.take(3, timeout=10)]
         assert labels == ["q1", "q2", "q3"]
+        assert sink.flush(5) and sink.published == 8
     finally:
         sink.close()
         sub.close()
@@ -583,9 +590,9 @@ def test_mqtt_without_broker_counts_qos0_drops_and_bounds_the_queue(caplog):
         lossy.close()
         queued.close()
     assert (lossy.published, lossy.dropped) == (0, 4)  # 3 results + the first label
-    assert (queued.published, queued.dropped) == (4, 2)  # 3 results + 3 labels, queue of 4
+    assert (queued.published, queued.dropped) == (0, 2)  # 3 results + 3 labels, queue of 4: the oldest 2 go
     text = "\n".join(r.getMessage() for r in caplog.records)
-    assert "queue of 4 unsent messages is full" in text and f"mqtt://127.0.0.1:{port}/y" in text
+    assert "queue of 4 unsent messages is full; the oldest are dropped" in text and f"mqtt://127.0.0.1:{port}/y" in text
 
 
 def test_parse_mqtt_url():

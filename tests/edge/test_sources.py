@@ -707,3 +707,59 @@ def test_a_folder_of_class_folders_plays_recursively_in_path_order(tmp_path):
 
     names = [os.path.relpath(p, tmp_path) for p in list_images(str(tmp_path))]
     assert names == ["a_yield/0.png", "a_yield/1.png", "b_stop/0.png", "b_stop/1.png"]
+
+
+# --------------------------------------------------------------------------- waiting for a device at start
+
+
+def test_a_camera_not_ready_at_start_is_retried_with_backoff(fake_capture, caplog):
+    caplog.set_level(logging.INFO, logger="edgesight.source")
+    factory = fake_capture(dict(opened=False), dict(opened=False), dict())
+    with OpenCVSource(0, reconnect_delay=0.02, open_timeout=2.0, read_timeout=2.0) as src:
+        assert src.read() is not None
+    assert len(factory.calls) == 3 and all(c.released for c in factory.captures)
+    assert factory.times[2] - factory.times[1] >= 0.035  # the interval doubled
+    messages = [r.getMessage() for r in caplog.records if r.name == "edgesight.source"]
+    assert sum("waiting for camera 0 to open, up to 2 s" in m for m in messages) == 1
+
+
+def test_a_camera_that_never_opens_fails_after_open_timeout_saying_how_long(fake_capture):
+    factory = fake_capture(dict(opened=False))
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match=r"cannot open camera 0: .*'video' group \(waited 0\.\d s, \d+ attempts\)"):
+        OpenCVSource(0, reconnect_delay=0.01, reconnect_max_delay=0.04, open_timeout=0.25)
+    assert 0.25 <= time.monotonic() - t0 < 1.0
+    gaps = np.diff(factory.times)
+    assert len(factory.calls) >= 6 and gaps.max() < 0.04 + 0.03  # the interval is capped
+
+
+def test_without_open_timeout_a_failed_open_fails_at_once(fake_capture):
+    factory = fake_capture(dict(opened=False))
+    with pytest.raises(SourceError, match=r"cannot open camera 0: .*'video' group$"):
+        OpenCVSource(0)
+    assert len(factory.calls) == 1
+
+
+def test_live_sources_wait_30_s_by_default_and_ctrl_c_ends_the_wait(fake_capture, monkeypatch, caplog):
+    from edgesight.edge.sources import base
+
+    caplog.set_level(logging.INFO, logger="edgesight.source")
+    factory = fake_capture(dict(opened=False))
+    pauses = []
+
+    def pause(seconds):
+        pauses.append(seconds)
+        if len(pauses) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(base, "_pause", pause)
+    with pytest.raises(KeyboardInterrupt):
+        open_source("rtsp://cam.local/live")
+    assert pauses == [0.5, 1.0, 2.0] and len(factory.calls) == 3
+    assert all(c.released for c in factory.captures)
+    assert any("waiting for stream rtsp://cam.local/live to open, up to 30 s" in r.getMessage() for r in caplog.records)
+
+
+def test_files_open_once(tmp_path):
+    with pytest.raises(SourceError, match="not found"):
+        open_source(str(tmp_path / "missing.mp4"), open_timeout=5.0)
