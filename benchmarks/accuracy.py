@@ -28,13 +28,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from benchmarks.common import ROOT, load_result, machine, save_result, update_readme_table
+from benchmarks.common import ROOT, load_result, machine, save_result, run_edgesight, update_readme_table
 from benchmarks.prepare_data import export_digits, export_fashion
 
 DATA = ROOT / "data"
@@ -87,17 +84,6 @@ def configs(mobilenet_weights: Optional[Path]) -> List[Dict[str, Any]]:
     ]
 
 
-def _cli(args: List[str], log: Path) -> float:
-    t0 = time.perf_counter()
-    with open(log, "a") as f:
-        f.write("$ edgesight " + " ".join(args) + "\n")
-        f.flush()
-        proc = subprocess.run([sys.executable, "-m", "edgesight.cli", *args], stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode not in (0, 1):  # convert exits 1 when the drop is over --max-drop; the report is still written
-        raise SystemExit(f"edgesight {args[0]} failed (exit {proc.returncode}); see {log}")
-    return time.perf_counter() - t0
-
-
 def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     data = _ensure_data(cfg["data"])
     work = WORK / cfg["name"]
@@ -106,13 +92,13 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     timing: Dict[str, Any] = {}
     if not (run / "metrics.json").exists():
         print(f"[{cfg['name']}] training {cfg['model']} ...", flush=True)
-        timing["train_s"] = round(_cli(["train", str(data), "--out", str(run), "--seed", "0", *cfg["train"]], log), 1)
+        timing["train_s"] = round(run_edgesight(["train", str(data), "--out", str(run), "--seed", "0", *cfg["train"]], log), 1)
     else:
         timing["train_s"] = "reused"
     if not (bundle / "conversion_report.json").exists():
         print(f"[{cfg['name']}] converting to int8 ...", flush=True)
         evaluate = ["--eval", str(_ensure_data(cfg["eval"]) / "test")] if cfg.get("eval") else []
-        timing["convert_s"] = round(_cli(["convert", str(run), "--quant", "int8", "--out", str(bundle), *evaluate], log), 1)
+        timing["convert_s"] = round(run_edgesight(["convert", str(run), "--quant", "int8", "--out", str(bundle), *evaluate], log), 1)
     else:
         timing["convert_s"] = "reused"
     rep = json.loads((bundle / "conversion_report.json").read_text())

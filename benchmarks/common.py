@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List
@@ -53,3 +55,19 @@ def update_readme_table(name: str, header: List[str], rows: List[List[Any]], not
 
 def load_result(name: str) -> Dict[str, Any]:
     return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def run_edgesight(args: List[str], log: Path) -> float:
+    """Run ``edgesight ARGS`` with its output appended to ``log``; returns the seconds it took.
+
+    Exit status 1 is accepted: ``convert`` exits 1 when the accuracy drop is over --max-drop,
+    and its report is still written.
+    """
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        f.write("$ edgesight " + " ".join(args) + "\n")
+        f.flush()
+        proc = subprocess.run([sys.executable, "-m", "edgesight.cli", *args], stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"edgesight {args[0]} failed (exit {proc.returncode}); see {log}")
+    return time.perf_counter() - t0

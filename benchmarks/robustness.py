@@ -20,13 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from benchmarks.common import ROOT, machine, save_result, update_readme_table
+from benchmarks.common import ROOT, machine, save_result, run_edgesight, update_readme_table
 
 WORK = ROOT / "work" / "robustness"
 AUGMENTS = ("light", "robust")  # the demo's default, then the preset under test
@@ -36,17 +33,6 @@ TRAIN = ["--model", "cnn_small", "--img-size", "48", "--epochs", "14", "--batch-
          "--early-stopping", "4", "--seed", "0", "--val-split", "0.15", "--test-split", "0.15", "--interpolation", "area"]
 CONVERT = ["--quant", "int8", "--num-calib", "200", "--max-drop", "2.0"]
 HELD_OUT = ("haze", "low_resolution")
-
-
-def _cli(args: List[str], log: Path) -> float:
-    t0 = time.perf_counter()
-    with open(log, "a") as f:
-        f.write("$ edgesight " + " ".join(args) + "\n")
-        f.flush()
-        proc = subprocess.run([sys.executable, "-m", "edgesight.cli", *args], stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode not in (0, 1):  # convert exits 1 past --max-drop; its report is still written
-        raise SystemExit(f"edgesight {args[0]} failed (exit {proc.returncode}); see {log}")
-    return time.perf_counter() - t0
 
 
 def _train_seconds(log: Path) -> Any:
@@ -60,13 +46,13 @@ def run_one(work: Path, data: Path, augment: str) -> Dict[str, Any]:
     train_log = work / f"train-{augment}.log"
     if not (run / "metrics.json").exists():
         print(f"[{augment}] training ...", flush=True)
-        _cli(["train", str(data), "--out", str(run), "--augment", augment, *TRAIN], train_log)
+        run_edgesight(["train", str(data), "--out", str(run), "--augment", augment, *TRAIN], train_log)
     if not (bundle / "conversion_report.json").exists():
         print(f"[{augment}] converting to int8 ...", flush=True)
-        _cli(["convert", str(run), "--out", str(bundle), *CONVERT], work / f"convert-{augment}.log")
+        run_edgesight(["convert", str(run), "--out", str(bundle), *CONVERT], work / f"convert-{augment}.log")
     if not report.exists():
         print(f"[{augment}] robustness report ...", flush=True)
-        _cli(["evaluate", str(run), "--robustness", "--bundle", str(bundle), "--json", str(report),
+        run_edgesight(["evaluate", str(run), "--robustness", "--bundle", str(bundle), "--json", str(report),
               "--plot", str(report.with_suffix(".png"))], work / f"evaluate-{augment}.log")
     r = json.loads(report.read_text())
     metrics = json.loads((run / "metrics.json").read_text())
@@ -111,7 +97,7 @@ def main() -> None:
     a.work.mkdir(parents=True, exist_ok=True)
     data = a.work / "data"
     if not data.exists():
-        _cli([*SYNTH[:2], str(data), *SYNTH[2:]], a.work / "data.log")
+        run_edgesight([*SYNTH[:2], str(data), *SYNTH[2:]], a.work / "data.log")
     rows = [run_one(a.work, data, aug) for aug in AUGMENTS]
     gain = {name: {k: round(rows[1][name][k] - rows[0][name][k], 4)
                    for k in ("clean_accuracy", "mean_corruption_accuracy", "retained", "mean_severity_1_to_3", "mean_held_out")}

@@ -29,6 +29,7 @@ from edgesight.edge.fsutil import replace_dir, write_bytes, write_json
 from edgesight.edge.model.bundle import load_bundle
 from edgesight.edge.model.spec import ModelInfo, PreprocessSpec, write_model_info
 from tests.conftest import run_cli
+from tests.edge.test_profiles import snapshot
 
 
 def sha(data: bytes) -> str:
@@ -98,20 +99,6 @@ def run_install(script: Path, tmp_path: Path, *args: str) -> subprocess.Complete
     (shim / "id").chmod(0o755)
     env = {"PATH": f"{shim}:/usr/bin:/bin", "HOME": str(tmp_path), "EDGESIGHT_SKIP_PIP": "1", "EDGESIGHT_PYTHON": sys.executable}
     return subprocess.run(["sh", str(script), *args], capture_output=True, text=True, env=env, timeout=60, check=False)
-
-
-def tree(root: Path) -> dict:
-    """Every path under ``root``: content and mode of files, target of links."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        if p.is_symlink():
-            out[rel] = ("link", os.readlink(p))
-        elif p.is_file():
-            out[rel] = ("file", p.read_bytes(), p.stat().st_mode & 0o777)
-        else:
-            out[rel] = ("dir",)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,7 +338,7 @@ def test_install_sh_repairs_an_edited_release(tmp_path):
     unpacked = extract_archive(make_archive(tmp_path), tmp_path / "unpacked")
     prefix = tmp_path / "opt"
     assert run_install(unpacked / "install.sh", tmp_path, "--prefix", str(prefix)).returncode == 0
-    before = tree(prefix)
+    before = snapshot(prefix)
     release = prefix / os.readlink(prefix / "current")
     with open(release / "run.args", "a") as f:
         f.write("--jsonl\n/etc/cron.d/x\n")
@@ -363,9 +350,9 @@ def test_install_sh_repairs_an_edited_release(tmp_path):
     r = run_install(unpacked / "install.sh", tmp_path, "--prefix", str(prefix))
     assert r.returncode == 0, r.stderr
     assert "did not match MANIFEST.json: repaired" in r.stdout and "model/evil.tflite (removed)" in r.stdout
-    assert tree(prefix) == before
+    assert snapshot(prefix) == before
     r = run_install(unpacked / "install.sh", tmp_path, "--prefix", str(prefix))
-    assert "(verified against MANIFEST.json)" in r.stdout and tree(prefix) == before
+    assert "(verified against MANIFEST.json)" in r.stdout and snapshot(prefix) == before
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,15 +8,7 @@ import pytest
 
 from edgesight.edge.sinks import MqttSink
 
-from .test_sinks import Broker, Subscriber, free_port, make_frame, make_result, needs_broker, wait_until
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path)
-    b.start()
-    yield b
-    b.stop()
+from .test_sinks import Subscriber, broker, free_port, make_frame, make_result, needs_broker, wait_until  # noqa: F401  (broker: fixture)
 
 
 def frames_received(sub: Subscriber, expected: int, timeout: float) -> list:
