@@ -20,7 +20,8 @@ from edgesight.edge.fleet.archive import TOP, archive_bytes, build_deploy_archiv
 from edgesight.edge.fleet.profiles import builtin_template, load_profile, resolve
 from edgesight.edge.fleet.signing import NAMESPACE, SIGNATURE, fingerprint, key_blob, merge_signers, trusted_keys
 from tests.conftest import run_cli
-from tests.edge.test_containment import archive_files, model_bundle, rehashed, rootfs, tree, write_profile
+from tests.edge.test_containment import archive_files, model_bundle, rehashed, rootfs, write_profile
+from tests.edge.test_profiles import snapshot as tree
 
 if shutil.which("ssh-keygen") is None:
     pytest.skip("ssh-keygen is not installed: apt-get install openssh-client", allow_module_level=True)
