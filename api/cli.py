@@ -112,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 @click.option("--out", "-o", default="edgesight-demo", show_default=True, type=click.Path(file_okay=False), help="Folder for every artefact.")
 @click.option("--classes", help="Comma-separated sign classes (default: all of them).")
 @click.option("--fast", is_flag=True, help="Tiny dataset and one epoch: checks the whole pipeline in about a minute.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated signs, the training split and initialisation, the calibration sample and the video.")
 @click.option("--time-budget", type=float, default=300.0, show_default=True, help="Seconds the whole demo may take (0: no limit); training stops early, keeping its best epoch, to stay within it.")
 def demo(out: str, classes: Optional[str], fast: bool, seed: int, time_budget: float) -> None:
     """Generate traffic-sign data, train, convert to int8, and run the camera loop on a

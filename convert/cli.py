@@ -27,7 +27,7 @@ def convert(ctx: click.Context, source: Path, out: Path, config_path: Optional[P
     """Convert SOURCE (a run folder, or a .keras file with --labels and --calib) to a verified
     TFLite model bundle."""
     from .config import ConvertConfig
-    from .convert import ADVICE, convert_source, format_conversion_report
+    from .convert import convert_source, failure_message, format_conversion_report
 
     cfg = options.build(ConvertConfig, ctx, config_path)
     verbose = bool(ctx.find_root().params.get("verbose"))
@@ -40,9 +40,6 @@ def convert(ctx: click.Context, source: Path, out: Path, config_path: Optional[P
         click.echo(format_edgetpu_report(json.loads((out / "edgetpu_report.json").read_text())))
     click.echo(f"bundle: {out}")
     if not res.passed:
-        click.echo(
-            f"error: accuracy dropped {res.report['accuracy_drop_pp']:.2f} pp (more than --max-drop {cfg.max_drop}); the bundle is kept in {out}; {ADVICE}",
-            err=True,
-        )
+        click.echo(failure_message(res.report, out), err=True)
         return 1
     return 0

@@ -21,7 +21,9 @@ class ConvertConfig:
     the flags are the same with ``-``.
 
     ``labels``, ``calib`` and ``eval_data`` matter for a bare ``.keras`` file (a run folder
-    knows its labels and its train/val/test split). ``calibrate`` fits the temperature on the
+    knows its labels and its train/val/test split). Without labelled images to verify on, part
+    of a plain ``calib`` folder is held out and the converted model is compared with the Keras
+    model there: the share of changed labels bounds the accuracy drop. ``calibrate`` fits the temperature on the
     run's validation split, or on the held-out part of a labelled ``calib`` dataset.
     """
 
@@ -33,8 +35,8 @@ class ConvertConfig:
     per_tensor: bool = opt(False, "Per-tensor instead of per-channel weight quantisation.")
     calibrate: bool = opt(True, "Fit a temperature on the validation split and bake it into the model, so its scores are probabilities.", negatable=True)
     labels: Optional[str] = opt(None, "labels.txt for a bare .keras file.", exists="file")
-    calib: Optional[str] = opt(None, "Calibration images for a bare .keras file (dataset or plain folder).", exists="any")
-    eval_data: Optional[str] = opt(None, "Labelled images to verify on (default: the run's test split); the --config key is eval_data.", flag="eval", exists="any")
+    calib: Optional[str] = opt(None, "Calibration images for a bare .keras file: a labelled dataset (20 % held out to verify on) or any folder of images (without --eval, 20 % held out to compare the converted model with the Keras model).", exists="any")
+    eval_data: Optional[str] = opt(None, "Labelled images to verify on (default: the run's test split, or the part of --calib held out); the --config key is eval_data.", flag="eval", exists="any")
     seed: int = opt(0, "Seed of the calibration sample.")
     trust_model: bool = opt(False, "Allow Lambda/custom layers, which run code from the model file.")
 

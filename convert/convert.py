@@ -16,7 +16,9 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from .calibrate import Calibration, fit_split, format_ece_line
 from .config import ConvertConfig
@@ -60,8 +62,34 @@ def calibration_samples(calib: Path, seed: int) -> Tuple[List[Sample], Optional[
     return samples, None
 
 
+# Share of a plain --calib folder held out to compare the converted model with the Keras model
+# when no labelled images are given to verify on (the same share a labelled --calib holds out).
+HOLDOUT_SHARE = 0.2
+
+
+def hold_out(samples: Sequence[Sample], share: float, seed: int, folder: Path) -> Tuple[List[Sample], List[Sample]]:
+    """Split unlabelled ``samples`` into calibration and verification images, deterministically
+    for ``seed``; at least one of each.
+
+    Raises:
+        DatasetError: fewer than 2 images.
+    """
+    if len(samples) < 2:
+        raise DatasetError(f"{folder}: {len(samples)} readable image is too few to calibrate on and verify with; "
+                           "add images like those the model will see, or give --eval DATA (labelled images)")
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n = min(len(samples) - 1, max(1, round(len(samples) * share)))
+    held = set(order[:n].tolist())
+    return ([s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held])
+
+
 def _sources(source: Path, labels: Optional[Path], calib: Optional[Path], eval_data: Optional[Path], cfg: ConvertConfig, trust: bool):
-    """Resolve the model, its info, calibration and verification samples."""
+    """Resolve the model, its info, calibration and verification samples, and where the latter
+    come from.
+
+    Verification images, first found: ``--eval``; the held-out part of a labelled ``--calib``;
+    a run's test (or validation) split; else part of a plain ``--calib`` folder, unlabelled.
+    """
     from edgesight.training.evaluate import load_model_source, samples_to_evaluate
 
     model, info, run_dir = load_model_source(source, labels, trust)
@@ -77,21 +105,32 @@ def _sources(source: Path, labels: Optional[Path], calib: Optional[Path], eval_d
     calib_split: Optional[Split] = None
     if calib is not None:
         calib_samples, calib_split = calibration_samples(calib, cfg.seed)
-        if calib_split is not None:
-            eval_samples = calib_split.test
     elif split is not None:
         calib_samples = split.train
-        eval_samples = split.test or split.val
     if eval_data is not None:
         eval_samples, _, _ = samples_to_evaluate(eval_data, "auto")
+        where = "eval"
+    elif calib_split is not None:
+        eval_samples, where = calib_split.test, "calib-holdout"
+    elif split is not None and (split.test or split.val):
+        eval_samples, where = (split.test, "test") if split.test else (split.val, "val")
+    elif calib is not None and calib_samples:
+        # A plain folder has no labels: the converted model is compared with the Keras model on
+        # images int8 was not calibrated on.
+        if cfg.needs_calibration:
+            calib_samples, eval_samples = hold_out(calib_samples, HOLDOUT_SHARE, cfg.seed, calib)
+            where = "calib-holdout"
+        else:
+            eval_samples, where = list(calib_samples), "calib"
     if cfg.needs_calibration and not calib_samples:
         raise DatasetError(f"{source}: int8 needs calibration images: give --calib DATA (images like those the model will see)")
     if not eval_samples:
-        raise DatasetError(f"{source}: nothing to verify the conversion on: give --eval DATA (labelled images)")
-    unknown = sorted({s.label for s in eval_samples} - set(info.labels))
+        raise DatasetError(f"{source}: nothing to verify the conversion on: give --eval DATA (labelled images) "
+                           "or --calib FOLDER (any images like those the model will see)")
+    unknown = sorted({s.label for s in eval_samples if s.label} - set(info.labels))
     if unknown:
         raise DatasetError(f"verification data has classes the model does not know: {', '.join(unknown)}")
-    return model, info, run_dir, calib_samples, eval_samples, fit_split(split, calib_split, eval_data is not None)
+    return model, info, run_dir, calib_samples, eval_samples, where, fit_split(split, calib_split, eval_data is not None)
 
 
 def bundle_info(info: ModelInfo, clf: TFLiteClassifier, tflite: bytes, cfg: ConvertConfig, run_dir: Optional[Path], source: Path,
@@ -172,7 +211,7 @@ def convert_source(
     out = Path(out)
     check_out(out, Path(source), overwrite)
     paths = [Path(p) if p else None for p in (cfg.labels, cfg.calib, cfg.eval_data)]
-    model, info, run_dir, calib_samples, eval_samples, fit = _sources(source, *paths, cfg, cfg.trust_model)
+    model, info, run_dir, calib_samples, eval_samples, where, fit = _sources(source, *paths, cfg, cfg.trust_model)
     spec = info.preprocess
     # The temperature goes into the model's last Dense layer before conversion, so every
     # converted form (and every runtime reading it) gives calibrated scores.
@@ -211,14 +250,15 @@ def convert_source(
         "io": cfg.io if cfg.quant == "int8" else "float32",
         "config": cfg.to_dict(),
         "calibration_images": n_calib,
-        "verification_split": "eval" if cfg.eval_data else ("test" if run_dir else "calib-holdout"),
+        "verification_split": where,
         **verification,
         "max_drop_pp": cfg.max_drop,
-        "passed": verification["accuracy_drop_pp"] <= cfg.max_drop,
+        # Without labels the drop cannot be measured; the share of changed labels bounds it.
+        "passed": (verification["accuracy_drop_pp"] if verification["labelled"] else verification["changed_pp"]) <= cfg.max_drop,
         "input": clf.input.to_dict(),
         "output": clf.output_tensor.to_dict(),
         "calibration": cal.to_dict(),
-        "ece": cal.ece(y, kp, qp),
+        "ece": cal.ece(y, kp, qp) if verification["labelled"] else {},
         "toolkit_version": __version__,
     }
     if verification["distinct_predictions_quant"] == 1 and verification["distinct_predictions_float"] > 1:
@@ -227,7 +267,8 @@ def convert_source(
 
     def finish(staging: Path) -> None:
         write_bytes(staging / "converter.log", "".join(converter_log).encode("utf-8"))
-        plot_reliability(staging / "reliability.png", y, cal.probs_before(kp), qp, cal.temperature, MODE_NAMES[cfg.quant])
+        if verification["labelled"]:
+            plot_reliability(staging / "reliability.png", y, cal.probs_before(kp), qp, cal.temperature, MODE_NAMES[cfg.quant])
         if cfg.edgetpu:
             report["edgetpu"] = _edgetpu(staging, tflite)
             compiled = staging / EDGETPU_FILE
@@ -266,10 +307,10 @@ def save_bundle(out: Path, tflite: bytes, info: ModelInfo, extra: Optional[Calla
 
 def verify_and_size(model, tflite: bytes, float_bytes: bytes, info: ModelInfo, samples, progress: bool, stream=None):
     """The verification figures plus sizes, and ``(labels, keras_probs, tflite_probs)``."""
-    from .verify import compare, predict_both
+    from .verify import compare, compare_unlabelled, predict_both
 
     y, kp, qp = predict_both(model, tflite, info, samples, progress, stream=stream)
-    v = compare(y, kp, qp, info.labels)
+    v = compare(y, kp, qp, info.labels) if (y >= 0).all() else compare_unlabelled(kp, qp, info.labels)
     v["size_bytes"] = len(tflite)
     v["float_size_bytes"] = len(float_bytes)
     v["size_ratio"] = round(len(tflite) / len(float_bytes), 4)
@@ -296,25 +337,47 @@ ADVICE = (
 )
 
 
+def failure_message(report: Dict[str, Any], out: Path) -> str:
+    """The one line ``convert`` prints when the check failed."""
+    kept = f"the bundle is kept in {out}"
+    if report.get("labelled", True):
+        return f"error: accuracy dropped {report['accuracy_drop_pp']:.2f} pp (more than --max-drop {report['max_drop_pp']}); {kept}; {ADVICE}"
+    return (f"error: {report['changed_pp']:.2f} % of the {report['num_samples']} held-out images changed label (more than --max-drop "
+            f"{report['max_drop_pp']}; without labels that share bounds the accuracy drop); {kept}; give --eval DATA (labelled images) "
+            f"to measure the drop itself; {ADVICE}")
+
+
 def format_conversion_report(report: Dict[str, Any]) -> str:
     """A short side-by-side table for the terminal."""
     mode = report["mode"]
     label = mode if mode != "int8" else f"int8/{report['io']}"
     mb = lambda n: f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"  # noqa: E731
+    labelled = report.get("labelled", True)
+    if labelled:
+        top1 = f"{'top-1 accuracy':<18}{report['float_accuracy'] * 100:>9.2f}%{report['quant_accuracy'] * 100:>13.2f}%   ({-report['accuracy_drop_pp'] + 0.0:+.2f} pp)"
+    else:
+        top1 = f"{'top-1 accuracy':<18}{'-':>10}{'-':>14}   (no labels)"
     lines = [
         f"{'':<18}{'keras':>10}{label:>14}",
-        f"{'top-1 accuracy':<18}{report['float_accuracy'] * 100:>9.2f}%{report['quant_accuracy'] * 100:>13.2f}%   ({-report['accuracy_drop_pp'] + 0.0:+.2f} pp)",
+        top1,
         f"{'agreement':<18}{'':>10}{report['agreement'] * 100:>13.2f}%",
         f"{'mean |dp|':<18}{'':>10}{report['mean_abs_prob_diff']:>14.4f}",
         f"{'size (.tflite)':<18}{mb(report['float_size_bytes']):>10}{mb(report['size_bytes']):>14}   ({report['size_ratio']:.2f}x)",
         *format_ece_line(report),
-        f"verified on {report['num_samples']} images ({report['verification_split']}), calibrated on {report['calibration_images']}",
     ]
-    worst = sorted(report["per_class"].items(), key=lambda kv: kv[1]["change_pp"])[:3]
-    worst = [f"{c} {v['change_pp']:+.1f} pp" for c, v in worst if v["change_pp"] < 0]
-    if worst:
-        lines.append("largest per-class drops: " + ", ".join(worst))
+    if labelled:
+        lines.append(f"verified on {report['num_samples']} images ({report['verification_split']}), calibrated on {report['calibration_images']}")
+        worst = sorted(report["per_class"].items(), key=lambda kv: kv[1]["change_pp"])[:3]
+        worst = [f"{c} {v['change_pp']:+.1f} pp" for c, v in worst if v["change_pp"] < 0]
+        if worst:
+            lines.append("largest per-class drops: " + ", ".join(worst))
+    else:
+        lines.append(f"verified on {report['num_samples']} unlabelled images ({report['verification_split']}), calibrated on "
+                     f"{report['calibration_images']}: compared with the Keras model's labels, {report['changed_pp']:.2f} % changed, "
+                     "so accuracy fell by at most that; give --eval DATA (labelled images) to measure it")
+        note = report.get("calibration", {}).get("note")
+        if note:
+            lines.append(f"calibration: {note}")
     for w in report.get("warnings", []):
         lines.append(f"warning: {w}")
     return "\n".join(lines)
-

@@ -48,12 +48,13 @@ def predict_both(
     """Labels and the probabilities of the Keras and the TFLite model for ``samples``.
 
     Returns:
-        ``(labels, keras_probs, tflite_probs)``: class indices and two ``N x K`` arrays.
+        ``(labels, keras_probs, tflite_probs)``: class indices (-1 for an unlabelled sample)
+        and two ``N x K`` arrays.
     """
     from tqdm import tqdm
 
     index = {c: i for i, c in enumerate(info.labels)}
-    y = np.array([index[s.label] for s in samples], dtype=np.int64)
+    y = np.array([index[s.label] if s.label else -1 for s in samples], dtype=np.int64)
     spec = info.preprocess
     clf = TFLiteClassifier(tflite, num_threads=num_threads or os.cpu_count(), output=info.output, input_mean=spec.input_mean[0], input_std=spec.input_std[0])
     kp = np.zeros((len(samples), info.num_classes), np.float32)
@@ -81,11 +82,47 @@ def compare(y: np.ndarray, kp: np.ndarray, qp: np.ndarray, labels: Sequence[str]
     float_acc = float((kpred == y).mean())
     quant_acc = float((qpred == y).mean())
     return {
+        "labelled": True,
         "num_samples": int(len(y)),
         "float_accuracy": float_acc,
         "quant_accuracy": quant_acc,
         "accuracy_drop_pp": round((float_acc - quant_acc) * 100, 4),
         "agreement": float((kpred == qpred).mean()),
+        "changed_pp": round(float((kpred != qpred).mean()) * 100, 4),
+        "mean_abs_prob_diff": float(diff.mean()),
+        "max_abs_prob_diff": float(diff.max()),
+        "distinct_predictions_float": int(len(np.unique(kpred))),
+        "distinct_predictions_quant": int(len(np.unique(qpred))),
+        "per_class": per_class,
+        "predictions_quant": qpred.tolist(),
+    }
+
+
+def compare_unlabelled(kp: np.ndarray, qp: np.ndarray, labels: Sequence[str]) -> Dict[str, Any]:
+    """The verification figures for images without labels: the converted model against the
+    Keras model's own predictions.
+
+    Accuracy cannot be measured, so ``float_accuracy``, ``quant_accuracy`` and
+    ``accuracy_drop_pp`` are None; ``changed_pp``, the share of images whose label changed,
+    bounds the drop (an image can only become wrong by changing its label). ``per_class`` is
+    keyed by the Keras model's label: how many images it gave that label (``support``) and the
+    share the converted model agreed on.
+    """
+    kpred, qpred = kp.argmax(1), qp.argmax(1)
+    per_class = {}
+    for i, c in enumerate(labels):
+        m = kpred == i
+        n = int(m.sum())
+        per_class[c] = {"support": n, "agreement": float((qpred[m] == i).mean()) if n else None}
+    diff = np.abs(kp - qp)
+    return {
+        "labelled": False,
+        "num_samples": int(len(kpred)),
+        "float_accuracy": None,
+        "quant_accuracy": None,
+        "accuracy_drop_pp": None,
+        "agreement": float((kpred == qpred).mean()),
+        "changed_pp": round(float((kpred != qpred).mean()) * 100, 4),
         "mean_abs_prob_diff": float(diff.mean()),
         "max_abs_prob_diff": float(diff.max()),
         "distinct_predictions_float": int(len(np.unique(kpred))),

@@ -35,8 +35,8 @@ def test_every_option_and_config_key_is_in_its_table():
     for p in cli.get_command(ctx, "run").params:
         if isinstance(p, click.Option):
             assert f"`{p.opts[0]}`" in run
-    # every run option but max_pixels (a classify/API option) is a run flag with its config key
-    assert {s.name for s in options.specs(RunConfig) if s.opt.cli} - params == {"max_pixels"}
+    # every run option is a run flag with its config key
+    assert {s.name for s in options.specs(RunConfig) if s.opt.cli} - params == set()
     for s in options.specs(RunConfig):
         if s.name in params:
             assert re.search(rf"\| `{s.name}` \|$", run, re.M), s.name

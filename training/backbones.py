@@ -34,6 +34,8 @@ class Backbone:
             backbone in inference mode, then optional fine-tuning).
         rgb_only: needs 3 input channels (grayscale input is repeated to RGB in the graph).
         description: one line for ``edgesight train --help`` and error messages.
+        downloads_weights: its ImageNet weights are downloaded on first use (Keras' cache),
+            not read from an installed package; see :func:`needs_download`.
     """
 
     name: str
@@ -45,6 +47,7 @@ class Backbone:
     pretrained: bool
     rgb_only: bool
     description: str
+    downloads_weights: bool = False
 
     @property
     def default_weights(self) -> str:
@@ -54,6 +57,12 @@ class Backbone:
 def has_weights(backbone: Backbone, weights: Optional[str]) -> bool:
     """True when the backbone starts from loaded weights (transfer learning), not from random."""
     return backbone.pretrained and str(weights or backbone.default_weights).lower() != "none"
+
+
+def needs_download(backbone: Backbone, weights: Optional[str]) -> bool:
+    """True when ``weights`` (None: the backbone's default) must come from the network the
+    first time: ImageNet weights of a backbone whose weights are not in an installed package."""
+    return backbone.downloads_weights and str(weights or backbone.default_weights).lower() == "imagenet"
 
 
 _REGISTRY: Dict[str, Backbone] = {}
@@ -69,13 +78,15 @@ def register_backbone(
     pretrained: bool = True,
     rgb_only: bool = True,
     description: str = "",
+    downloads_weights: bool = False,
 ) -> Callable[[Builder], Builder]:
     """Decorator adding a feature-extractor builder to the registry under ``name``."""
 
     def deco(fn: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is already registered")
-        _REGISTRY[name] = Backbone(name, fn, mean, std, default_size, min_size, pretrained, rgb_only, description or (fn.__doc__ or "").strip().splitlines()[0])
+        _REGISTRY[name] = Backbone(name, fn, mean, std, default_size, min_size, pretrained, rgb_only,
+                                   description or (fn.__doc__ or "").strip().splitlines()[0], downloads_weights)
         return fn
 
     return deco
@@ -147,14 +158,14 @@ def _load_application(name: str, fn: Callable, weights: Optional[str], **kwargs)
         raise
 
 
-@register_backbone("mobilenet_v2", mean=127.5, std=127.5, default_size=224, min_size=32)
+@register_backbone("mobilenet_v2", mean=127.5, std=127.5, default_size=224, min_size=32, downloads_weights=True)
 def mobilenet_v2(input_shape, weights, alpha):
     """MobileNetV2 (keras.applications); ImageNet weights for alpha 0.35-1.4."""
     keras = _keras()
     return _load_application("mobilenet_v2", keras.applications.MobileNetV2, weights, input_shape=input_shape, alpha=alpha)
 
 
-@register_backbone("mobilenet_v3_small", mean=127.5, std=127.5, default_size=224, min_size=32)
+@register_backbone("mobilenet_v3_small", mean=127.5, std=127.5, default_size=224, min_size=32, downloads_weights=True)
 def mobilenet_v3_small(input_shape, weights, alpha):
     """MobileNetV3-Small (keras.applications); ImageNet weights for alpha 0.75 and 1.0."""
     keras = _keras()
@@ -163,7 +174,7 @@ def mobilenet_v3_small(input_shape, weights, alpha):
     )
 
 
-@register_backbone("mobilenet_v3_large", mean=127.5, std=127.5, default_size=224, min_size=32)
+@register_backbone("mobilenet_v3_large", mean=127.5, std=127.5, default_size=224, min_size=32, downloads_weights=True)
 def mobilenet_v3_large(input_shape, weights, alpha):
     """MobileNetV3-Large (keras.applications); ImageNet weights for alpha 0.75 and 1.0."""
     keras = _keras()

@@ -19,7 +19,8 @@ from edgesight.edge.model.spec import COLORS, INTERPOLATIONS, RESIZE_MODES
 
 from .backbones import list_backbones
 
-AUGMENT_PRESETS = ("none", "light", "standard", "strong", "robust")
+AUGMENT_PRESETS = ("auto", "none", "light", "standard", "strong", "robust")
+CLASS_WEIGHTS = ("auto", "balanced", "none")
 STRATEGIES = ("none", "mirrored", "multiworker")
 CACHE_MODES = ("memory", "disk", "none")
 opt = options.option
@@ -49,15 +50,16 @@ class TrainConfig:
     batch_size: int = opt(32, "Images per batch.", min=1)
     learning_rate: float = opt(1e-3, "Learning rate (Adam); the --config key is learning_rate.", flag="lr", min=0.0, min_open=True)
     label_smoothing: float = opt(0.1, "Label smoothing of the cross-entropy loss.", min=0.0, max=0.99)
-    class_weights: str = opt("none", "auto: weigh classes by inverse frequency (imbalanced data).", choices=("none", "auto"))
-    augment: str = opt("standard", "Augmentation strength: rotation, zoom, translation, brightness, contrast (+ flips); robust: light geometry plus camera corruptions (occlusion, blur, exposure, noise, JPEG).", choices=AUGMENT_PRESETS)
-    hflip: bool = opt(True, "Random horizontal flips; turn off when a mirror image is another class (traffic signs, text).", negatable=True)
+    class_weights: str = opt("auto", "Weigh classes by inverse frequency: balanced always, auto when the largest class has more than 3x the images of the smallest.", choices=CLASS_WEIGHTS)
+    augment: str = opt("auto", "Augmentation strength: rotation, zoom, translation, brightness, contrast (+ flips); robust: light geometry plus camera corruptions (occlusion, blur, exposure, noise, JPEG); auto: light for pretrained backbones or large datasets, standard for small ones from scratch (printed).", choices=AUGMENT_PRESETS)
+    hflip: Optional[bool] = opt(None, "Random horizontal flips (default: on unless a mirrored class looks like another class or a class name says left/right; printed). Turn off when a mirror image is another class (traffic signs, text).", negatable=True)
     early_stopping: int = opt(5, "Patience in epochs on validation loss (0 disables).", min=0)
     time_limit: float = opt(0.0, "Seconds of training at most (0: none): no epoch is started that would end past it; the best epoch is kept.", min=0.0)
     reduce_lr_patience: int = opt(3, "Epochs without improvement before the learning rate halves.", min=1)
-    fine_tune_layers: int = opt(0, "Top backbone layers unfrozen in phase 2 (0: all).", min=0)
-    fine_tune_epochs: int = opt(0, "Epochs of phase 2 (fine-tuning) for pretrained backbones.", min=0)
-    fine_tune_lr: float = opt(1e-5, "Learning rate of phase 2.", min=0.0, min_open=True)
+    feature_copies: int = opt(4, "Phase 1 of transfer learning trains the head on cached backbone features of each training image and this many minus one augmented copies (0: run the backbone every epoch instead).", min=0)
+    fine_tune_layers: int = opt(60, "Top backbone layers unfrozen in phase 2 (0: all).", min=0)
+    fine_tune_epochs: Optional[int] = opt(None, "Epochs of phase 2 (fine-tuning with AdamW, a one-epoch warm-up and cosine decay) for pretrained backbones (default: 10 with pretrained weights, 0 otherwise).", min=0)
+    fine_tune_lr: float = opt(1e-4, "Peak learning rate of phase 2.", min=0.0, min_open=True)
     val_split: float = opt(0.1, "Share of each class held out for validation (when DATA is not pre-split).", min=0.0, max=0.9)
     test_split: float = opt(0.1, "Share of each class held out for the test report (when DATA is not pre-split).", min=0.0, max=0.9)
     seed: int = opt(42, "Seed of the split, the initialisation and augmentation.")

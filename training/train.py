@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from edgesight.edge.errors import ConfigError, EdgesightError
-from edgesight.edge.fsutil import atomic_path, replace_dir, write_json
+from edgesight.edge.fsutil import replace_dir, write_json
 from .metrics import format_report
 from edgesight.edge.model.spec import ModelInfo, PreprocessSpec, write_model_info
 from .backbones import Backbone, build_classifier, get_backbone, has_weights
@@ -63,120 +62,6 @@ def _strategy(name: str):
             raise ConfigError("--strategy multiworker needs the TF_CONFIG environment variable describing the cluster")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def _make_callbacks(keras, core_model, staging: Path, monitor: str, cfg: TrainConfig, stopper: "GracefulStop"):
-    class BestCheckpoint(keras.callbacks.Callback):
-        """Keeps the best weights in memory and the best inference model on disk."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.best = np.inf
-            self.best_weights = None
-            self.best_epoch = -1
-
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get(monitor)
-            if value is None or not np.isfinite(value) or value >= self.best:
-                return
-            self.best, self.best_epoch = float(value), epoch
-            self.best_weights = core_model.get_weights()
-            with atomic_path(staging / "model.keras") as tmp:
-                keras_tmp = tmp.with_suffix(".keras")
-                core_model.save(keras_tmp)
-                os.replace(keras_tmp, tmp)
-
-    best = BestCheckpoint()
-    cbs = [
-        best,
-        stopper.callback(keras),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, cfg.reduce_lr_patience), min_lr=1e-7, verbose=1),
-    ]
-    if cfg.early_stopping > 0:
-        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.early_stopping, restore_best_weights=False, verbose=1))
-    return cbs, best
-
-
-class TimeLimit:
-    """Stops training before an epoch that would end more than ``seconds`` after the first
-    epoch began (``--time-limit``); covers both phases of transfer learning.
-
-    The next epoch is expected to last as long as the mean of those before it, the first
-    (which fills the cache) left out once there are others.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = float(seconds)
-        self.reached = False
-        self._start: Optional[float] = None
-        self._ends: List[float] = []
-
-    def callback(self, keras):
-        outer = self
-
-        class _Cb(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                if outer._start is None:
-                    outer._start = time.monotonic()
-                if outer.reached:
-                    self.model.stop_training = True
-
-            def on_epoch_end(self, epoch, logs=None):
-                if outer.seconds <= 0:
-                    return
-                now = time.monotonic()
-                outer._ends.append(now)
-                marks = [outer._start] + outer._ends
-                durations = [b - a for a, b in zip(marks, marks[1:])]
-                expected = sum(durations[1:]) / (len(durations) - 1) if len(durations) > 1 else durations[0]
-                used = now - outer._start
-                if used + expected > outer.seconds:
-                    outer.reached = True
-                    self.model.stop_training = True
-                    print(f"stopping: another epoch (about {expected:.0f} s) would end past the time limit of "
-                          f"{outer.seconds:.0f} s ({used:.0f} s used); the best epoch is kept", flush=True)
-
-        return _Cb()
-
-
-class GracefulStop:
-    """First Ctrl-C (or SIGTERM) stops training after the current batch; the second aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._model = None
-        self._old: Dict[int, Any] = {}
-
-    def _handler(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping after this batch; the best model so far is kept (Ctrl-C again to abort)", file=sys.stderr, flush=True)
-        if self._model is not None:
-            self._model.stop_training = True
-
-    def callback(self, keras):
-        outer = self
-
-        class _Cb(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                outer._model = self.model
-                if outer.requested:
-                    self.model.stop_training = True
-
-        return _Cb()
-
-    def __enter__(self) -> "GracefulStop":
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handler)
-        except ValueError:  # not the main thread: leave the default handlers alone
-            self._old.clear()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def _merge(history: Dict[str, List[float]], h: Dict[str, List[float]]) -> None:
@@ -253,19 +138,24 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     )
     if min(height, width) < backbone.min_size:
         raise ConfigError(f"{backbone.name} needs inputs of at least {backbone.min_size}x{backbone.min_size}, got {height}x{width}; raise --img-size")
-    if cfg.fine_tune_epochs and not has_weights(backbone, weights):
+    pretrained = has_weights(backbone, weights)
+    if cfg.fine_tune_epochs and not pretrained:
         raise ConfigError(f"{backbone.name} with --weights {weights} trains from scratch; --fine-tune-epochs applies to pretrained weights (imagenet or a file)")
     out = Path(cfg.out)
     check_out(out, cfg.overwrite)
     # Validate the data before creating anything on disk.
     scanned = scan_dataset(Path(cfg.data), progress=progress)
     split = make_split(scanned, cfg.val_split, cfg.test_split, cfg.seed)
+    from .recipe import choose
+
+    resolved, choices = choose(cfg.updated(img_height=height, img_width=width, img_size=None, weights=weights), pretrained, split)
     staging = prepare_run_dir(out, cfg.overwrite)
-    resolved = cfg.updated(img_height=height, img_width=width, img_size=None, weights=weights)
     resolved.save(staging / "config.yaml")
     split.save(staging / "split.json")
     write_skipped(staging / "skipped.txt", split.skipped)
     _print_data_summary(split)
+    for line in choices:
+        print(line)
 
     info = ModelInfo(
         labels=split.classes,
@@ -275,14 +165,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     )
     write_model_info(staging, info)
 
-    history, interrupted, time_limited, best_epoch, fine_tune_start, core = _fit(resolved, backbone, spec, split, staging, progress)
+    fit = _fit(resolved, backbone, spec, split, staging, progress)
+    history, interrupted, core = fit.history, fit.interrupted, fit.core
 
     # The best model was checkpointed during training; make sure the file holds those weights.
     if not (staging / "model.keras").exists():
-        with atomic_path(staging / "model.keras") as tmp:
-            keras_tmp = tmp.with_suffix(".keras")
-            core.save(keras_tmp)
-            os.replace(keras_tmp, tmp)
+        from .callbacks import save_model
+
+        save_model(core, staging)
 
     from .evaluate import report_for
     from .plots import plot_confusion_matrix, plot_training_curves
@@ -297,16 +187,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         from .explain import ERRORS_FILE, errors_summary, write_errors_grid
 
         metrics["errors"] = write_errors_grid(core, info, samples, staging / ERRORS_FILE)
-    metrics.update({"best_epoch": best_epoch + 1, "epochs_run": len(history.get("loss", [])), "interrupted": interrupted,
-                    "time_limited": time_limited, "skipped_files": len(split.skipped)})
-    if samples and cfg.probe and has_weights(backbone, weights) and not interrupted:
+    metrics.update({"best_epoch": fit.best_epoch + 1, "epochs_run": len(history.get("loss", [])), "interrupted": interrupted,
+                    "time_limited": fit.time_limited, "skipped_files": len(split.skipped), "choices": choices})
+    if samples and cfg.probe and pretrained and not interrupted:
         from .probe import linear_probe
 
-        metrics["linear_probe"] = linear_probe(backbone, spec, weights, cfg.alpha, split, eval_split, seed=cfg.seed)
+        metrics["linear_probe"] = linear_probe(backbone, spec, weights, cfg.alpha, split, eval_split, seed=cfg.seed, cached=fit.cached)
+    metrics["seconds"] = {**fit.seconds, "total": round(time.time() - t0, 2)}
     write_json(staging / "metrics.json", metrics)
-    write_json(staging / "history.json", {"fine_tune_start_epoch": fine_tune_start, **history})
+    write_json(staging / "history.json", {"fine_tune_start_epoch": fit.fine_tune_start, **history})
     if history.get("loss"):
-        plot_training_curves(history, staging / "training_curves.png", fine_tune_start)
+        plot_training_curves(history, staging / "training_curves.png", fit.fine_tune_start)
     (staging / OWNER_FILE).unlink(missing_ok=True)
     replace_dir(staging, out)
     secs = time.time() - t0
@@ -317,7 +208,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         from .probe import verdict
 
         print(verdict(metrics["accuracy"], metrics["linear_probe"]))
-    why = "stopped early by request; " if interrupted else "stopped at the time limit; " if time_limited else ""
+    why = "stopped early by request; " if interrupted else "stopped at the time limit; " if fit.time_limited else ""
     print(f"{why}run folder: {out} ({secs:.0f} s)")
     return TrainResult(out, metrics, history, interrupted, secs)
 
@@ -335,8 +226,38 @@ def _print_data_summary(split: Split) -> None:
         print(f"warning: classes with fewer than 5 training images: {', '.join(small)}")
 
 
-def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Split, staging: Path, progress: bool):
+@dataclass
+class Fit:
+    """What :func:`_fit` hands back to :func:`train`."""
+
+    history: Dict[str, List[float]]
+    interrupted: bool
+    time_limited: bool
+    best_epoch: int
+    fine_tune_start: Optional[int]
+    core: Any
+    seconds: Dict[str, float]
+    cached: Dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _compile(keras, model, optimizer, cfg: TrainConfig) -> None:
+    model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing), metrics=["accuracy"])
+
+
+def _fine_tune_optimizer(keras, cfg: TrainConfig, train_images: int):
+    """AdamW with a one-epoch linear warm-up to ``fine_tune_lr``, then cosine decay to 0."""
+    steps = max(1, -(-train_images // cfg.batch_size))
+    total = steps * max(1, cfg.fine_tune_epochs)
+    warmup = min(steps, total // 2)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, decay_steps=max(1, total - warmup), alpha=0.0,
+                                                      warmup_target=cfg.fine_tune_lr, warmup_steps=warmup)
+    return keras.optimizers.AdamW(schedule, weight_decay=1e-4)
+
+
+def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Split, staging: Path, progress: bool) -> Fit:
+    from . import headfit
     from .augment import build_augmentation
+    from .callbacks import GracefulStop, TimeLimit, make_callbacks, save_model
     from .pipeline import make_dataset
     from .tf import import_keras
 
@@ -348,12 +269,16 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
     n_classes = len(split.classes)
     train_y = split.label_indices(split.train)
     val_y = split.label_indices(split.val)
-    train_ds = make_dataset([s.path for s in split.train], train_y, spec, n_classes, cfg.batch_size, training=True, seed=cfg.seed, cache=cfg.cache, cache_dir=staging / "cache")
-    val_ds = (
-        make_dataset([s.path for s in split.val], val_y, spec, n_classes, cfg.batch_size, training=False, cache=cfg.cache, cache_dir=staging / "cache")
-        if split.val
-        else None
-    )
+    # Transfer learning (a frozen backbone, then fine-tuning) only with loaded weights: a
+    # randomly initialised backbone must learn from the first epoch.
+    transfer = has_weights(backbone, cfg.weights)
+    on_features = transfer and cfg.feature_copies > 0
+    fine_tune = transfer and bool(cfg.fine_tune_epochs)
+    train_ds = val_ds = None
+    if not on_features or fine_tune:
+        train_ds = make_dataset([s.path for s in split.train], train_y, spec, n_classes, cfg.batch_size, training=True, seed=cfg.seed, cache=cfg.cache, cache_dir=staging / "cache")
+        if split.val:
+            val_ds = make_dataset([s.path for s in split.val], val_y, spec, n_classes, cfg.batch_size, training=False, cache=cfg.cache, cache_dir=staging / "cache")
     strategy = _strategy(cfg.strategy)
     with strategy.scope():
         core, base = build_classifier(backbone, (spec.height, spec.width, spec.channels), n_classes, cfg.weights, cfg.alpha, cfg.dropout)
@@ -361,58 +286,63 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
         inputs = keras.Input(core.inputs[0].shape[1:], name="image")
         x = augment(inputs) if augment is not None else inputs
         trainer = keras.Model(inputs, core(x), name="trainer")
-        # Transfer learning (a frozen backbone, then fine-tuning) only with loaded weights: a
-        # randomly initialised backbone must learn from the first epoch.
-        transfer = has_weights(backbone, cfg.weights)
         if transfer:
             base.trainable = False
-        trainer.compile(
-            optimizer=keras.optimizers.Adam(cfg.learning_rate),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-            metrics=["accuracy"],
-        )
-    monitor = "val_loss" if val_ds is not None else "loss"
-    weights = class_weights(train_y, n_classes) if cfg.class_weights == "auto" else None
+        _compile(keras, trainer, keras.optimizers.Adam(cfg.learning_rate), cfg)
+    monitor = "val_loss" if split.val else "loss"
+    weights = class_weights(train_y, n_classes) if cfg.class_weights == "balanced" else None
     verbose = 1 if (progress and sys.stdout.isatty()) else 2
     history: Dict[str, List[float]] = {}
+    seconds: Dict[str, float] = {}
+    cached: Dict[str, np.ndarray] = {}
     fine_tune_start: Optional[int] = None
     limit = TimeLimit(cfg.time_limit)
     with GracefulStop() as stopper:
-        callbacks, best = _make_callbacks(keras, core, staging, monitor, cfg, stopper)
-        callbacks.append(limit.callback(keras))
-        h = trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=weights, callbacks=callbacks, verbose=verbose, shuffle=False)
-        _merge(history, h.history)
-        if transfer and cfg.fine_tune_epochs > 0 and not stopper.requested and not limit.reached:
+        t0 = time.monotonic()
+        limit.start()
+        if on_features:
+            feats = headfit.feature_model(core)
+            copies = cfg.feature_copies if augment is not None else 1
+            print(f"phase 1: caching {backbone.name} features of {len(split.train)} training images"
+                  + (f" and {copies - 1} augmented copies of each" if copies > 1 else "") + ", then training the head on them")
+            train_x = headfit.extract(feats, split.train, spec, augment, copies, progress, "train features")
+            val_x = headfit.extract(feats, split.val, spec, progress=progress, desc="val features") if split.val else None
+            cached = {"train": train_x[0], **({"val": val_x[0]} if val_x is not None else {})}
+            seconds["features"] = round(time.monotonic() - t0, 2)
+            callbacks, best = make_callbacks(keras, core, staging, monitor, cfg, stopper, save=False)
+            callbacks.append(limit.callback(keras))
+            _merge(history, headfit.fit_head(core, train_x, train_y, val_x, val_y, cfg, n_classes, callbacks, weights, verbose))
+            if best.best_weights is not None:
+                core.set_weights(best.best_weights)
+            save_model(core, staging)
+        else:
+            callbacks, best = make_callbacks(keras, core, staging, monitor, cfg, stopper)
+            callbacks.append(limit.callback(keras))
+            h = trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=weights, callbacks=callbacks, verbose=verbose, shuffle=False)
+            _merge(history, h.history)
+        seconds["phase1"] = round(time.monotonic() - t0, 2)
+        if fine_tune and not stopper.requested and not limit.reached:
+            t1 = time.monotonic()
             fine_tune_start = len(history.get("loss", []))
             if best.best_weights is not None:
                 core.set_weights(best.best_weights)
             with strategy.scope():
                 _unfreeze_top(base, cfg.fine_tune_layers)
-                trainer.compile(
-                    optimizer=keras.optimizers.Adam(cfg.fine_tune_lr),
-                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                    metrics=["accuracy"],
-                )
-            print(f"fine-tuning the top {cfg.fine_tune_layers or 'all'} layers of {backbone.name} at lr {cfg.fine_tune_lr}")
-            callbacks, best2 = _make_callbacks(keras, core, staging, monitor, cfg, stopper)
+                _compile(keras, trainer, _fine_tune_optimizer(keras, cfg, len(split.train)), cfg)
+            print(f"phase 2: fine-tuning the top {cfg.fine_tune_layers or 'all'} layers of {backbone.name} for up to "
+                  f"{cfg.fine_tune_epochs} epochs (AdamW, warm-up to {cfg.fine_tune_lr:g}, cosine decay)")
+            callbacks, best2 = make_callbacks(keras, core, staging, monitor, cfg, stopper, reduce_lr=False)
             callbacks.append(limit.callback(keras))
             best2.best, best2.best_weights, best2.best_epoch = best.best, best.best_weights, best.best_epoch
-            h = trainer.fit(
-                train_ds,
-                validation_data=val_ds,
-                initial_epoch=fine_tune_start,
-                epochs=fine_tune_start + cfg.fine_tune_epochs,
-                class_weight=weights,
-                callbacks=callbacks,
-                verbose=verbose,
-                shuffle=False,
-            )
+            h = trainer.fit(train_ds, validation_data=val_ds, initial_epoch=fine_tune_start, epochs=fine_tune_start + cfg.fine_tune_epochs,
+                            class_weight=weights, callbacks=callbacks, verbose=verbose, shuffle=False)
             _merge(history, h.history)
             best = best2
+            seconds["phase2"] = round(time.monotonic() - t1, 2)
     if best.best_weights is not None:
         core.set_weights(best.best_weights)
     shutil.rmtree(staging / "cache", ignore_errors=True)
-    return history, stopper.requested, limit.reached, best.best_epoch, fine_tune_start, core
+    return Fit(history, stopper.requested, limit.reached, best.best_epoch, fine_tune_start, core, seconds, cached)
 
 
 def _unfreeze_top(base, n_layers: int) -> None:

@@ -293,3 +293,71 @@ def test_out_never_replaces_data_that_is_not_a_bundle(trained_run, tmp_path, cap
     code, out, err = run_cli(["convert", trained_run, "-o", trained_run.parent, "--quant", "float32"], capsys)
     assert code == 1 and "is or holds the model being converted" in err
     assert (trained_run / "model.keras").is_file()
+
+
+def _flat_folder(tmp_path: Path, per_class: int, seed: int) -> Path:
+    """A folder of images without class sub-folders (no labels)."""
+    data = write_color_dataset(tmp_path / "labelled", per_class=per_class, size=20, seed=seed)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for p in sorted(data.rglob("*.png")):
+        shutil.copy(p, flat / f"{p.parent.name}_{p.name}")
+    return flat
+
+
+def test_cli_bare_keras_with_only_a_plain_folder_holds_part_of_it_out(trained_run, tmp_path, capsys):
+    from edgesight.convert.api import ConversionReport
+
+    shutil.copy(trained_run / "model.keras", tmp_path / "m.keras")
+    (tmp_path / "labels.txt").write_text("blue\ngreen\nred\n")
+    flat = _flat_folder(tmp_path, per_class=5, seed=21)
+    code, out, err = run_cli(["convert", tmp_path / "m.keras", "--labels", tmp_path / "labels.txt", "--calib", flat,
+                              "--out", tmp_path / "bundle"], capsys)
+    assert code in (0, 1), err
+    r = json.loads((tmp_path / "bundle" / "conversion_report.json").read_text())
+    # 15 images: 3 held out (20 %) to compare the int8 model with the Keras model, 12 calibrate.
+    assert r["labelled"] is False and r["verification_split"] == "calib-holdout"
+    assert r["num_samples"] == 3 and r["calibration_images"] == 12
+    assert r["float_accuracy"] is None and r["quant_accuracy"] is None and r["accuracy_drop_pp"] is None
+    assert r["changed_pp"] == round((1 - r["agreement"]) * 100, 4)
+    assert r["passed"] == (r["changed_pp"] <= 1.0) and code == (0 if r["passed"] else 1)
+    assert sum(v["support"] for v in r["per_class"].values()) == 3
+    assert r["ece"] == {} and not (tmp_path / "bundle" / "reliability.png").exists()
+    assert "(no labels)" in out and "verified on 3 unlabelled images (calib-holdout), calibrated on 12" in out
+    assert "give --eval DATA (labelled images) to measure it" in out
+    rep = ConversionReport.load(tmp_path / "bundle")
+    assert rep.labelled is False and rep.float_accuracy is None and rep.per_class_change_pp == {}
+    assert rep.changed_pp == r["changed_pp"]
+
+
+def test_run_folder_with_a_plain_calibration_folder_verifies_on_its_test_split(trained_run, tmp_path):
+    flat = _flat_folder(tmp_path, per_class=4, seed=22)
+    res = convert_source(trained_run, tmp_path / "b", ConvertConfig.int8(calib=str(flat)), progress=False)
+    assert res.report["labelled"] is True and res.report["verification_split"] == "test"
+    assert res.report["num_samples"] == len(Split.load(trained_run / "split.json").test)
+    assert res.report["calibration_images"] == 12
+
+
+def test_hold_out_is_deterministic_disjoint_and_needs_two_images(tmp_path):
+    from edgesight.convert.convert import hold_out
+    from edgesight.edge.errors import DatasetError
+    from edgesight.training.data import Sample
+
+    samples = [Sample(f"/x/{i}.png", "") for i in range(11)]
+    calib, held = hold_out(samples, 0.2, 3, tmp_path)
+    assert len(held) == 2 and len(calib) == 9 and {s.path for s in calib} | {s.path for s in held} == {s.path for s in samples}
+    assert hold_out(samples, 0.2, 3, tmp_path) == (calib, held) and hold_out(samples, 0.2, 4, tmp_path) != (calib, held)
+    assert [len(x) for x in hold_out(samples[:2], 0.2, 0, tmp_path)] == [1, 1]
+    with pytest.raises(DatasetError, match=rf"^{tmp_path}: 1 readable image is too few to calibrate on and verify with; .*give --eval DATA"):
+        hold_out(samples[:1], 0.2, 0, tmp_path)
+
+
+def test_failure_message_without_labels_names_the_bound_and_the_fix(tmp_path):
+    from edgesight.convert.convert import ADVICE, failure_message
+
+    report = {"labelled": False, "changed_pp": 12.5, "num_samples": 8, "max_drop_pp": 1.0}
+    assert failure_message(report, tmp_path / "b") == (
+        f"error: 12.50 % of the 8 held-out images changed label (more than --max-drop 1.0; without labels that share bounds "
+        f"the accuracy drop); the bundle is kept in {tmp_path / 'b'}; give --eval DATA (labelled images) to measure the drop itself; {ADVICE}")
+    labelled = {"labelled": True, "accuracy_drop_pp": 3.25, "max_drop_pp": 1.0}
+    assert failure_message(labelled, tmp_path / "b") == f"error: accuracy dropped 3.25 pp (more than --max-drop 1.0); the bundle is kept in {tmp_path / 'b'}; {ADVICE}"

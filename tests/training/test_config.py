@@ -21,7 +21,7 @@ def test_wrong_type_and_value(tmp_path):
     with pytest.raises(ConfigError, match="t.yaml: epochs should be an integer, got str 'ten'"):
         TrainConfig.from_yaml(tmp_path / "t.yaml")
     (tmp_path / "v.yaml").write_text("augment: extreme\n")
-    with pytest.raises(ConfigError, match="augment: 'extreme' is not one of none, light, standard, strong"):
+    with pytest.raises(ConfigError, match="augment: 'extreme' is not one of auto, none, light, standard, strong, robust"):
         TrainConfig.from_yaml(tmp_path / "v.yaml")
     (tmp_path / "y.yaml").write_text("epochs: [1\n")
     with pytest.raises(ConfigError, match="y.yaml: not valid YAML"):

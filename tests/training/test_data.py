@@ -127,6 +127,22 @@ def test_class_emptied_by_corrupt_files_names_it(tmp_path):
         scan_dataset(tmp_path, progress=False)
 
 
+def test_too_few_images_mentions_skipped_files_only_when_some_were(tmp_path):
+    root = tmp_path / "data"
+    for i in range(3):
+        _img(root / "a" / f"{i}.png")
+    _img(root / "b" / "0.png")
+    with pytest.raises(DatasetError) as e:
+        scan_dataset(root, progress=False)
+    assert str(e.value) == f"{root}/b: class 'b' has 1 image(s); each class needs at least 2: add images or remove the class"
+    (root / "b" / "1.png").write_bytes(b"")
+    (root / "b" / "2.jpg").write_text("not an image")
+    with pytest.raises(DatasetError) as e:
+        scan_dataset(root, progress=False)
+    assert str(e.value) == (f"{root}/b: class 'b' has 1 usable image(s) of 3 (2 skipped as unreadable); "
+                            "each class needs at least 2: add images or remove the class")
+
+
 def test_missing_source(tmp_path):
     with pytest.raises(DatasetError, match="nope: no such file or folder"):
         scan_dataset(tmp_path / "nope", progress=False)

@@ -47,6 +47,8 @@ def test_verdict_warns_when_the_model_does_not_beat_its_probe():
     assert "warning" not in verdict(0.95, probe) and "(+5.0 pp)" in verdict(0.95, probe)
     line = verdict(0.85, probe)
     assert "(-5.0 pp)" in line and "not better than a linear probe" in line
+    # Both perfect: nothing to improve, nothing to warn about.
+    assert "warning" not in verdict(1.0, {"accuracy": 1.0, "split": "test"})
 
 
 def test_scratch_runs_have_no_probe(trained_run):

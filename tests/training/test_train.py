@@ -112,8 +112,11 @@ def test_transfer_learning_two_phases_and_mirrored_strategy(tmp_path):
     res = train(cfg, progress=False)
     h = json.loads((out / "history.json").read_text())
     assert h["fine_tune_start_epoch"] == 1 and len(h["loss"]) == 2
-    assert h["learning_rate"][1] == pytest.approx(1e-5)
+    # Phase 1 trains the head at --lr on cached features; phase 2 warms up to --fine-tune-lr
+    # and decays to 0 by the end of its last epoch.
+    assert h["learning_rate"] == [pytest.approx(1e-3), pytest.approx(0.0, abs=1e-12)]
     assert res.metrics["num_samples"] == 3
+    assert set(res.metrics["seconds"]) == {"features", "phase1", "phase2", "total"}
 
 
 def test_unfreeze_top_keeps_batch_norm_frozen():
@@ -242,7 +245,7 @@ def test_a_run_folder_being_written_by_a_live_training_is_refused(tmp_path):
 def test_time_limit_stops_before_an_epoch_that_would_end_past_it(monkeypatch):
     import keras
 
-    import edgesight.training.train as T
+    import edgesight.training.callbacks as T
 
     clock = iter([0.0, 10.0, 13.0, 16.0, 19.0])  # train begins; epochs end (the first fills the cache)
     monkeypatch.setattr(T.time, "monotonic", lambda: next(clock))
