@@ -22,17 +22,21 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "demo": ("edgesight.cli", "demo", "The whole pipeline on built-in traffic-sign data: train, convert, run."),
     "train": ("edgesight.training.cli", "train", "Train a classifier from a folder of labelled images."),
     "evaluate": ("edgesight.training.cli", "evaluate", "Measure a trained model on labelled images."),
-    "datasets": ("edgesight.training.cli", "datasets", "Generate and inspect datasets."),
+    "datasets": ("edgesight.training.cli", "datasets", "Generate and inspect datasets; add captured frames to them."),
     "convert": ("edgesight.convert.cli", "convert", "Convert a trained model to a verified int8/float16 TFLite bundle."),
     "explain": ("edgesight.training.explain_cli", "explain", "Heatmaps of where a model looks: Grad-CAM (run folder) or occlusion (bundle, no TensorFlow)."),
     "run": ("edgesight.edge.cli.runtime", "run", "Classify a camera, stream, video or folder in real time."),
     "classify": ("edgesight.edge.cli.runtime", "classify", "Classify image files and folders with a model bundle."),
+    "embed": ("edgesight.edge.cli.enroll", "embed", "Write the embeddings (pooled features) of images as a .npy file."),
+    "enroll": ("edgesight.edge.cli.enroll", "enroll", "Add a class to a bundle from a few photos, without training (or remove one)."),
     "doctor": ("edgesight.edge.cli.runtime", "doctor", "Check this machine: backend, cameras, Edge TPU, temperature, disk."),
     "benchmark": ("edgesight.edge.cli.runtime", "benchmark", "Measure a bundle's latency, throughput and memory."),
     "profiles": ("edgesight.edge.cli.profiles", "profiles", "List and show device profiles and use-case presets."),
     "bundle": ("edgesight.edge.cli.profiles", "bundle", "Package a model bundle and a device profile as a deploy archive."),
     "deploy": ("edgesight.edge.cli.deploy", "deploy", "Install a deploy archive on devices over SSH (health check, rollback), or stage it on an SD card."),
     "wheels": ("edgesight.edge.cli.wheels", "wheels", "Fetch the wheels of device profiles into the cache that deploy archives are built from."),
+    "review": ("edgesight.edge.cli.web", "review", "Relabel a capture folder's images in a browser (the /review page without a camera)."),
+    "serve": ("edgesight.edge.cli.web", "serve", "Serve a bundle over HTTP without a camera: POST an image to /classify, get JSON."),
 }
 
 

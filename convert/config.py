@@ -34,6 +34,8 @@ class ConvertConfig:
     edgetpu: bool = opt(False, "Edge TPU: full int8, uint8 I/O, batch 1, op compatibility report; compiles when edgetpu_compiler is installed.")
     per_tensor: bool = opt(False, "Per-tensor instead of per-channel weight quantisation.")
     calibrate: bool = opt(True, "Fit a temperature on the validation split and bake it into the model, so its scores are probabilities.", negatable=True)
+    embedding: bool = opt(True, "Add a second output, the pooled features before the classifier head, computed in the same invoke "
+                          "(for 'edgesight embed' and 'edgesight enroll'; MediaPipe still reads the scores and labels).", negatable=True)
     labels: Optional[str] = opt(None, "labels.txt for a bare .keras file.", exists="file")
     calib: Optional[str] = opt(None, "Calibration images for a bare .keras file: a labelled dataset (20 % held out to verify on) or any folder of images (without --eval, 20 % held out to compare the converted model with the Keras model).", exists="any")
     eval_data: Optional[str] = opt(None, "Labelled images to verify on (default: the run's test split, or the part of --calib held out); the --config key is eval_data.", flag="eval", exists="any")

@@ -2,7 +2,8 @@
 
 Bundle layout: ``model.tflite`` (with standard TFLite metadata: labels and normalisation),
 ``labels.txt``, ``model.json`` (the preprocessing spec from training plus quantisation details,
-the calibration temperature and the sha256 of the .tflite), ``conversion_report.json``,
+the calibration temperature, the drift ``baseline`` of the verification images and the sha256
+of the .tflite), ``conversion_report.json``,
 ``reliability.png`` (accuracy against score, before and after calibration); with ``--edgetpu`` also
 ``edgetpu_report.json`` and, when the compiler is installed, ``model_edgetpu.tflite`` (its
 sha256 in model.json's ``edgetpu_sha256``: the runtime checks it as it checks ``model.tflite``).
@@ -26,6 +27,8 @@ from edgesight.edge import __version__
 from edgesight.edge.errors import BundleError, DatasetError
 from edgesight.edge.fsutil import replace_dir, write_bytes, write_json
 from edgesight.edge.model.bundle import EDGETPU_FILE, EDGETPU_SHA_KEY, sha256_file
+from edgesight.edge.model.enroll_files import REFERENCE_FILE
+from edgesight.edge.model.baseline import compute_baseline, input_stats
 from edgesight.edge.model.interpreter import TFLiteClassifier
 from edgesight.edge.model.spec import ModelInfo, write_model_info
 from edgesight.training.data import Sample, Split, make_split, scan_dataset, unlabelled_images
@@ -143,7 +146,7 @@ def bundle_info(info: ModelInfo, clf: TFLiteClassifier, tflite: bytes, cfg: Conv
         toolkit_version=__version__,
         source={**info.source, "run": str(run_dir.resolve()) if run_dir else None, "model": str(Path(source).resolve())},
         extra={
-            **{k: v for k, v in info.extra.items() if k not in ("quantization", "model_file", "sha256", EDGETPU_SHA_KEY, "calibration")},
+            **{k: v for k, v in info.extra.items() if k not in ("quantization", "model_file", "sha256", EDGETPU_SHA_KEY, "calibration", "baseline")},
             "model_file": "model.tflite",
             "calibration": (calibration or Calibration()).model_info(),
             "sha256": hashlib.sha256(tflite).hexdigest(),
@@ -203,6 +206,7 @@ def convert_source(
     from tqdm import tqdm
 
     from .calibrate import calibrate_model, plot_reliability
+    from .embedding import describe_outputs, embedding_agreement, embedding_model, enrolment_info, order_outputs, reference_file
     from .metadata import embed_metadata
     from .quantize import captured_native_output, convert_keras, stratified_sample
     from edgesight.training.pipeline import load_batch
@@ -217,6 +221,9 @@ def convert_source(
     # converted form (and every runtime reading it) gives calibrated scores.
     with captured_native_output(what="calibrating scores") as (stream, _):
         cal = calibrate_model(model, spec, info.labels, fit, eval_samples, cfg.calibrate, progress, stream)
+    # The embedding output is taken after the temperature is baked in (the layers are shared).
+    two = embedding_model(model) if cfg.embedding else None
+    exported = two if two is not None else model
     calibration = None
     n_calib = 0
     if cfg.needs_calibration:
@@ -226,8 +233,10 @@ def convert_source(
     # The converter's output goes to converter.log, and to the log at DEBUG (edgesight -v).
     with captured_native_output(what="converting") as (stream, converter_log):
         with tqdm(total=n_calib, desc="calibrating", unit="img", file=stream, disable=(None if progress else True) if n_calib else True, leave=False) as bar:
-            raw = convert_keras(model, cfg, calibration, progress=bar.update)
-        float_bytes = raw if cfg.quant == "float32" else convert_keras(model, ConvertConfig.float32())
+            raw = convert_keras(exported, cfg, calibration, progress=bar.update)
+        float_bytes = raw if cfg.quant == "float32" else convert_keras(exported, ConvertConfig.float32())
+    if two is not None:
+        raw, float_bytes = (order_outputs(b, info.num_classes) for b in (raw, float_bytes))
     def with_metadata(model_bytes: bytes) -> bytes:
         return embed_metadata(
             model_bytes,
@@ -237,14 +246,21 @@ def convert_source(
             name=f"{info.backbone} classifier ({MODE_NAMES[cfg.quant]})",
             description=f"Image classifier over {info.num_classes} classes: {', '.join(info.labels[:20])}{' ...' if info.num_classes > 20 else ''}",
             version=__version__,
+            embedding=two is not None,
         )
 
     tflite = with_metadata(raw)
     # The float32 reference carries the same metadata, so the size ratio compares weights only.
     float_bytes = tflite if cfg.quant == "float32" else with_metadata(float_bytes)
     with captured_native_output(what="verifying") as (stream, _):
-        verification, (y, kp, qp) = verify_and_size(model, tflite, float_bytes, info, eval_samples, progress, stream)
+        inputs: List[Tuple[float, float]] = []
+        verification, (y, kp, qp) = verify_and_size(model, tflite, float_bytes, info, eval_samples, progress, stream,
+                                                    on_batch=lambda images: inputs.extend(input_stats(im) for im in images))
         clf = TFLiteClassifier(tflite)
+        reference = None
+        if two is not None:
+            agreement = embedding_agreement(two, clf, info, eval_samples)
+            reference = reference_file(clf, info, eval_samples, calib_samples, cfg.seed)
     report: Dict[str, Any] = {
         "mode": cfg.quant,
         "io": cfg.io if cfg.quant == "int8" else "float32",
@@ -261,12 +277,23 @@ def convert_source(
         "ece": cal.ece(y, kp, qp) if verification["labelled"] else {},
         "toolkit_version": __version__,
     }
+    if reference is not None:
+        report["embedding"] = agreement
     if verification["distinct_predictions_quant"] == 1 and verification["distinct_predictions_float"] > 1:
         report.setdefault("warnings", []).append("the converted model predicts a single class for every image")
-    binfo = bundle_info(info, clf, tflite, cfg, run_dir, source, cal)
+    # What the converted model's outputs and inputs looked like on the verification images: the
+    # run loop measures drift against it.
+    baseline = compute_baseline(qp, np.array(inputs), split=where)
+    binfo = bundle_info(info, clf, tflite, cfg, run_dir, source, cal).with_extra(baseline=baseline.to_dict())
+    if reference is not None:
+        # Both outputs described by tensor name, and the reference embeddings enrolment needs.
+        binfo = binfo.with_extra(outputs=describe_outputs(clf), enrolment=enrolment_info(reference),
+                                 quantization={**binfo.extra["quantization"], "embedding": clf.embedding_tensor.to_dict()})
 
     def finish(staging: Path) -> None:
         write_bytes(staging / "converter.log", "".join(converter_log).encode("utf-8"))
+        if reference is not None:
+            write_bytes(staging / REFERENCE_FILE, reference)
         if verification["labelled"]:
             plot_reliability(staging / "reliability.png", y, cal.probs_before(kp), qp, cal.temperature, MODE_NAMES[cfg.quant])
         if cfg.edgetpu:
@@ -305,11 +332,12 @@ def save_bundle(out: Path, tflite: bytes, info: ModelInfo, extra: Optional[Calla
     return out
 
 
-def verify_and_size(model, tflite: bytes, float_bytes: bytes, info: ModelInfo, samples, progress: bool, stream=None):
-    """The verification figures plus sizes, and ``(labels, keras_probs, tflite_probs)``."""
+def verify_and_size(model, tflite: bytes, float_bytes: bytes, info: ModelInfo, samples, progress: bool, stream=None, on_batch=None):
+    """The verification figures plus sizes, and ``(labels, keras_probs, tflite_probs)``
+    (``on_batch`` sees each batch of model inputs)."""
     from .verify import compare, compare_unlabelled, predict_both
 
-    y, kp, qp = predict_both(model, tflite, info, samples, progress, stream=stream)
+    y, kp, qp = predict_both(model, tflite, info, samples, progress, stream=stream, on_batch=on_batch)
     v = compare(y, kp, qp, info.labels) if (y >= 0).all() else compare_unlabelled(kp, qp, info.labels)
     v["size_bytes"] = len(tflite)
     v["float_size_bytes"] = len(float_bytes)
@@ -365,6 +393,10 @@ def format_conversion_report(report: Dict[str, Any]) -> str:
         f"{'size (.tflite)':<18}{mb(report['float_size_bytes']):>10}{mb(report['size_bytes']):>14}   ({report['size_ratio']:.2f}x)",
         *format_ece_line(report),
     ]
+    emb = report.get("embedding")
+    if emb and emb.get("num_samples"):
+        lines.append(f"{'embedding':<18}{emb['size']:>10}   values; float vs {label} cosine mean {emb['cosine_mean']:.4f}, "
+                     f"min {emb['cosine_min']:.4f}")
     if labelled:
         lines.append(f"verified on {report['num_samples']} images ({report['verification_split']}), calibrated on {report['calibration_images']}")
         worst = sorted(report["per_class"].items(), key=lambda kv: kv[1]["change_pp"])[:3]

@@ -79,6 +79,7 @@ def embed_metadata(
     version: str,
     author: str = "edgesight",
     license: str = "",
+    embedding: bool = False,
 ) -> bytes:
     """Return ``model`` with standard TFLite metadata and ``labels.txt`` embedded.
 
@@ -99,6 +100,9 @@ def embed_metadata(
         version: model version string.
         author: model author.
         license: licence text or SPDX identifier; left out when empty.
+        embedding: the model has a second output, the feature vector before the classifier
+            head (``convert --embedding``): it is described as a feature tensor named
+            ``embedding``, without labels (MediaPipe needs one description per output).
 
     Returns:
         The new .tflite file contents.
@@ -117,6 +121,7 @@ def embed_metadata(
         subgraph = tree.subgraphs[0]
         image = subgraph.tensors[subgraph.inputs[0]]
         scores = subgraph.tensors[subgraph.outputs[0]]
+        n_outputs = len(subgraph.outputs)
     except FLATBUFFER_ERRORS as e:
         raise BundleError(
             f"model: not a TFLite model or corrupt ({type(e).__name__}: {e}); convert it again"
@@ -124,6 +129,9 @@ def embed_metadata(
     channels = _channels(image)
     mean, std = _normalization(input_mean, input_std, channels)
     labels = _check_labels(labels, int(scores.shape[-1]))
+    if n_outputs != 1 + int(embedding):
+        raise BundleError(f"model: {n_outputs} outputs, expected {1 + int(embedding)} (scores{', embedding' if embedding else ''}); "
+                          "convert the model again")
     metadata = _model_metadata(
         labels=labels,
         mean=mean,
@@ -138,6 +146,7 @@ def embed_metadata(
             _MM_LICENSE: license,
             _MM_MIN_PARSER_VERSION: _MIN_PARSER_VERSION,
         },
+        embedding=embedding,
     )
     packed = _attach_metadata(tree, metadata, size_hint=len(model))
     return _append_zip(packed, {LABELS_FILE: "".join(f"{label}\n" for label in labels).encode("utf-8")})
@@ -199,8 +208,9 @@ def _check_labels(labels: Sequence[str], n_outputs: int) -> tuple:
     return labels
 
 
-def _model_metadata(*, labels, mean, std, stats, color_space, strings) -> bytes:
-    """The ModelMetadata flatbuffer (identifier M001) for one image input and one score output."""
+def _model_metadata(*, labels, mean, std, stats, color_space, strings, embedding=False) -> bytes:
+    """The ModelMetadata flatbuffer (identifier M001) for one image input and one score output
+    (and, with ``embedding``, a second output: the feature vector)."""
     b = flatbuffers.Builder(1024)
 
     def string(text: str) -> int:
@@ -271,9 +281,20 @@ def _model_metadata(*, labels, mean, std, stats, color_space, strings) -> bytes:
             _TM_ASSOCIATED_FILES: table_vector([labels_file]),
         },
     )
+    outputs = [output_tensor]
+    if embedding:
+        outputs.append(table(
+            _TENSOR_SLOTS,
+            refs={
+                _TM_NAME: string("embedding"),
+                _TM_DESCRIPTION: string("Feature vector before the classifier head (L2-normalise it to compare images)."),
+                _TM_CONTENT: table(_CONTENT_SLOTS, refs={_CONTENT_PROPERTIES: table(_FEATURE_PROPERTIES_SLOTS)},
+                                   small={_CONTENT_TYPE: _CONTENT_FEATURE}),
+            },
+        ))
     subgraph = table(
         _SUBGRAPH_SLOTS,
-        refs={_SG_INPUTS: table_vector([input_tensor]), _SG_OUTPUTS: table_vector([output_tensor])},
+        refs={_SG_INPUTS: table_vector([input_tensor]), _SG_OUTPUTS: table_vector(outputs)},
     )
     root_refs = {slot: string(text) for slot, text in strings.items() if text}
     root_refs[_MM_SUBGRAPHS] = table_vector([subgraph])

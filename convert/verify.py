@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -44,8 +44,12 @@ def predict_both(
     progress: bool = True,
     num_threads: Optional[int] = None,
     stream=None,
+    on_batch: Optional[Callable[[np.ndarray], None]] = None,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels and the probabilities of the Keras and the TFLite model for ``samples``.
+
+    ``on_batch`` sees each batch of uint8 model inputs, in order (the drift baseline measures
+    them without decoding the images again).
 
     Returns:
         ``(labels, keras_probs, tflite_probs)``: class indices (-1 for an unlabelled sample)
@@ -63,6 +67,8 @@ def predict_both(
         for start in range(0, len(samples), CHUNK):
             chunk = samples[start : start + CHUNK]
             images = load_batch([s.path for s in chunk], spec)
+            if on_batch is not None:
+                on_batch(images)
             kp[start : start + len(chunk)] = keras_model.predict(images.astype(np.float32), batch_size=64, verbose=0)
             qp[start : start + len(chunk)] = clf.predict_batch(images, progress=bar.update)
     return y, kp, qp

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import ConfigError, EdgesightError
 from .frames import Frame, Result
-from .model.bundle import Bundle, labels_arg, load_bundle
+from .model.bundle import Bundle, check_model_json, labels_arg, load_bundle
 from .model.interpreter import TFLiteClassifier, edgetpu_delegate, load_backend
 from .model.postprocess import Decider
 from .model.preprocess import ImageReadError, frame_to_pixels, prepare_image, read_image
@@ -75,7 +75,8 @@ class Classifier:
             PNG and JPEG files are decoded reduced when the model input is much smaller.
 
     Raises:
-        BundleError: the bundle is missing, altered (sha256), records no sha256, or is not a model.
+        BundleError: the bundle is missing, altered (sha256), records no sha256, is not a model,
+            or its model.json disagrees with the model (input size, dtype, quantisation, labels).
         MissingDependencyError: no LiteRT runtime, or no Edge TPU library when one is asked for.
     """
 
@@ -105,7 +106,13 @@ class Classifier:
         spec = self.bundle.info.preprocess
         self.model = TFLiteClassifier(self.bundle.model_path, num_threads=threads, delegates=delegates,
                                       output=self.bundle.info.output, input_mean=spec.input_mean[0],
-                                      input_std=spec.input_std[0], backend=self.backend)
+                                      input_std=spec.input_std[0], backend=self.backend,
+                                      outputs=self.bundle.info.extra.get("outputs"))
+        check_model_json(self.bundle, self.model)
+        from .tools.enroll import load_enrolment
+
+        self._reference = None
+        load_enrolment(self, verify)
 
     @property
     def info(self):
@@ -114,7 +121,58 @@ class Classifier:
 
     @property
     def labels(self) -> List[str]:
-        return list(self.bundle.info.labels)
+        """The trained classes, then the enrolled ones (the order of the scores)."""
+        return [*self.bundle.info.labels, *self.model.enrolled_names] if self.model is not None else list(self.bundle.info.labels)
+
+    @property
+    def enrolled(self) -> Tuple[str, ...]:
+        """Names of the classes enrolled from a few images (:meth:`enroll`)."""
+        return self._open().enrolled_names
+
+    def embed(self, image: ImageLike) -> np.ndarray:
+        """The embedding of one image (a path or a BGR ``uint8`` frame): the model's pooled
+        features before the classifier head, dequantised and L2-normalised (float32), so the
+        dot product of two is their cosine similarity.
+
+        Raises:
+            BundleError: the model has no embedding output (convert it with ``--embedding``).
+            ImageReadError: the file is not a readable image.
+        """
+        from .tools.enroll import embed_images
+
+        return embed_images(self, [image])[0]
+
+    def enroll(self, name: str, images: Sequence[ImageLike], *, out: Optional[Union[str, Path]] = None,
+               save: bool = True) -> Optional[Path]:
+        """Add the class ``name`` from a few images (five or more work best), without training.
+
+        Its prototype (the normalised mean embedding) is scored by cosine similarity on the
+        trained head's scale (see :mod:`edgesight.edge.model.enroll`), so top-k, threshold and
+        smoothing cover it; enrolling a name again replaces it.
+
+        Args:
+            images: paths or BGR ``uint8`` frames of the new class.
+            out: write the enrolled bundle here instead of changing this one.
+            save: False changes only this classifier, not the bundle on disk.
+
+        Returns:
+            The bundle folder written, or None without ``save``.
+
+        Raises:
+            ConfigError: no images, or ``name`` is a trained class, ``unknown`` or not one line.
+            ImageReadError: an image cannot be read (nothing is changed).
+            BundleError: the model has no embedding output or reference embeddings, or the
+                bundle cannot be written (nothing is changed).
+        """
+        from .tools.enroll import enroll
+
+        return enroll(self, name, list(images), Path(out) if out is not None else None, save)
+
+    def unenroll(self, name: str, *, out: Optional[Union[str, Path]] = None, save: bool = True) -> Optional[Path]:
+        """Remove the enrolled class ``name`` (arguments and errors as :meth:`enroll`)."""
+        from .tools.enroll import unenroll
+
+        return unenroll(self, name, Path(out) if out is not None else None, save)
 
     def describe(self) -> str:
         """One line: the model file, the runtime and the delegate in use."""
@@ -150,10 +208,10 @@ class Classifier:
         """
         _check_decision(top_k, threshold)
         model = self._open()
-        decide = Decider(self.bundle.info.labels, threshold=threshold, k=top_k)
         pixels = self._pixels(image)
         with self._lock:
             scores = model.predict(pixels)
+            decide = Decider(self.labels[: len(scores)], threshold=threshold, k=top_k)
         label, score, top, _ = decide(scores)
         path = None if isinstance(image, np.ndarray) else str(image)
         return Prediction(label, float(score), tuple((lab, float(v)) for lab, v in top), path)
@@ -215,7 +273,9 @@ class Classifier:
         ``rtsp://`` URL, video file, image folder or glob, ``picamera2``, ``synthetic``).
         ``options`` are ``edgesight run`` options by field name: ``threshold``, ``smooth``,
         ``hysteresis``, ``top_k``, ``roi``, ``max_frames``, ``duration``, ``width``,
-        ``height``, ``fps``, ``realtime``, ``loop``. Outputs (``jsonl``, ``http``...) belong to
+        ``height``, ``fps``, ``realtime``, ``loop``, and ``capture=DIR`` with its
+        ``capture_*`` options (frames saved as a dataset to review and train on, as
+        ``edgesight run --capture``). Other outputs (``jsonl``, ``http``...) belong to
         ``edgesight run``; here the caller consumes the results.
 
         A live source (a camera, a stream, ``realtime`` playback) yields the newest result each
@@ -230,6 +290,12 @@ class Classifier:
         from .loop.config import RunConfig
 
         cfg = _stream_config(RunConfig, source, options)
+        if cfg.capture_dir:
+            from .loop.preflight import check_output_path
+            from .loop.session import check_labels
+
+            check_labels(cfg, self.labels)
+            check_output_path("capture", cfg.capture_dir, "folder")
         model = self._open()
         # CPU interpreters are cheap to duplicate; a delegate's device is not, so it is shared.
         worker = model if model.has_delegates else model.clone(num_threads=model.cpu_threads)
@@ -237,7 +303,8 @@ class Classifier:
 
     def _stream(self, cfg: Any, model: TFLiteClassifier) -> Iterator[Result]:
         from .loop.runner import StopFlag, run_loop
-        from .sinks import Sink
+        from .loop.session import capture_sink
+        from .sinks import AsyncSink, Sink
         from .sources import open_source
 
         results: "queue.Queue[Any]" = queue.Queue(maxsize=8)
@@ -265,16 +332,22 @@ class Classifier:
         failure: List[BaseException] = []
 
         def work() -> None:
+            outputs: List[Sink] = []
             try:
+                if cfg.capture_dir:
+                    outputs.append(AsyncSink(capture_sink(cfg, self)))
                 with open_source(cfg.source, width=cfg.width, height=cfg.height, fps=cfg.fps, realtime=cfg.realtime,
-                                 loop=cfg.loop, compute_threads=model.cpu_threads) as src:
+                                 loop=cfg.loop, compute_threads=model.cpu_threads, max_pixels=self.max_pixels,
+                                 target=None if cfg.roi else self.bundle.info.preprocess.size) as src:
                     if getattr(src, "live", False) or cfg.realtime:
                         live.set()
-                    run_loop(model, self.bundle.info, src, [_Yield()], cfg.updated(stats_interval=0),
+                    run_loop(model, self.bundle.info, src, [*outputs, _Yield()], cfg.updated(stats_interval=0),
                              stop, printer=log.info)
             except BaseException as e:  # handed to the consumer's thread below
                 failure.append(e)
             finally:
+                for out in outputs:
+                    out.close()
                 while True:
                     try:
                         results.put(done, timeout=0.1)
@@ -313,7 +386,9 @@ class Classifier:
 
 
 STREAM_OPTIONS = ("threshold", "smooth", "hysteresis", "top_k", "roi", "max_frames", "duration",
-                  "width", "height", "fps", "realtime", "loop", "frame_workers")
+                  "width", "height", "fps", "realtime", "loop", "frame_workers",
+                  "capture", "capture_below", "capture_margin", "capture_every", "capture_random", "capture_max_mb",
+                  "capture_label")
 
 
 def _stream_config(run_config: type, source: Union[str, int], options: dict):

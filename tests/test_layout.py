@@ -128,6 +128,10 @@ def test_wheel_installs_one_import_name(tmp_path):
         for name, path in _modules(folder):
             assert name.replace(".", "/") + ("/__init__.py" if path.name == "__init__.py" else ".py") in names
     for data in ("edgesight/firmware_configs/rpi5.yaml", "edgesight/firmware_configs/install.sh.in",
-                 "edgesight/firmware_configs/presets/qc-line.yaml"):
+                 "edgesight/firmware_configs/presets/qc-line.yaml", "edgesight/edge/web/static/live.html",
+                 "edgesight/edge/web/static/live.js", "edgesight/edge/web/static/review.html",
+                 "edgesight/edge/web/static/review.js", "edgesight/edge/web/static/common.js",
+                 "edgesight/edge/web/static/style.css", "edgesight/edge/web/static/serve.html",
+                 "edgesight/edge/web/static/serve.js"):
         assert data in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)

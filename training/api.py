@@ -120,7 +120,7 @@ def train(data: PathLike, out: Optional[PathLike] = None, *, config: Optional[Pa
     given = _options.from_mapping(TrainConfig, {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in opts.items()}, "train()")
     values.update(given)
     values.update(data=os.fspath(data), **({"out": os.fspath(out)} if out is not None else {}))
-    values = TrainConfig.size_given(values, given)
+    values = TrainConfig.adjust(values, given)
     cfg = _options.make(TrainConfig, values, str(config) if config else "")
     res = run_train(cfg, progress=progress)
     return TrainedRun(

@@ -13,9 +13,10 @@ PRESETS: Dict[str, Optional[Dict[str, float]]] = {
     "light": {"rotation": 0.02, "zoom": 0.05, "translation": 0.05, "brightness": 0.05, "contrast": 0.05},
     "standard": {"rotation": 0.05, "zoom": 0.1, "translation": 0.1, "brightness": 0.1, "contrast": 0.15},
     "strong": {"rotation": 0.1, "zoom": 0.2, "translation": 0.15, "brightness": 0.2, "contrast": 0.3},
-    # Light geometry, then the camera corruptions of robust_augment.py in place of brightness
-    # and contrast: occlusion, blur, exposure and contrast, noise, JPEG.
-    "robust": {"rotation": 0.06, "zoom": 0.1, "translation": 0.1},
+    # Light geometry with tilts up to about 15 degrees, then the camera corruptions of
+    # robust_augment.py in place of brightness and contrast: occlusion, blur, exposure and
+    # contrast, noise, JPEG.
+    "robust": {"rotation": 0.04, "zoom": 0.05, "translation": 0.05},
 }
 
 

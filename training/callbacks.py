@@ -115,10 +115,15 @@ class TimeLimit:
 
 
 class GracefulStop:
-    """First Ctrl-C (or SIGTERM) stops training after the current batch; the second aborts."""
+    """First Ctrl-C (or SIGTERM) stops training after the current batch; the second aborts.
 
-    def __init__(self) -> None:
+    With ``at_epoch_end`` (several workers, which must run the same steps) the stop waits for
+    the end of the epoch, where the workers agree on it.
+    """
+
+    def __init__(self, at_epoch_end: bool = False) -> None:
         self.requested = False
+        self.at_epoch_end = at_epoch_end
         self._model = None
         self._old: Dict[int, Any] = {}
 
@@ -126,8 +131,9 @@ class GracefulStop:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this batch; the best model so far is kept (Ctrl-C again to abort)", file=sys.stderr, flush=True)
-        if self._model is not None:
+        print(f"\nstopping after this {'epoch' if self.at_epoch_end else 'batch'}; the best model so far is kept (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+        if self._model is not None and not self.at_epoch_end:
             self._model.stop_training = True
 
     def callback(self, keras):
@@ -136,7 +142,7 @@ class GracefulStop:
         class _Cb(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
                 outer._model = self.model
-                if outer.requested:
+                if outer.requested and not outer.at_epoch_end:
                     self.model.stop_training = True
 
         return _Cb()

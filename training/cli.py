@@ -31,7 +31,7 @@ def train(ctx: click.Context, data: Optional[Path], config_path: Optional[Path],
     from .config import TrainConfig
     from .train import run_train
 
-    cfg = options.build(TrainConfig, ctx, config_path, adjust=TrainConfig.size_given, data=str(data) if data is not None else None)
+    cfg = options.build(TrainConfig, ctx, config_path, adjust=TrainConfig.adjust, data=str(data) if data is not None else None)
     if not cfg.data:
         raise ConfigError("no training data: give DATA or 'data:' in --config")
     run_train(cfg)
@@ -103,7 +103,7 @@ def evaluate(model: Path, data: Optional[Path], split: str, labels: Optional[Pat
 
 @click.group()
 def datasets() -> None:
-    """Generate sample datasets and check dataset folders."""
+    """Generate sample datasets, check dataset folders and add captured frames to them."""
 
 
 @datasets.command("synth")
@@ -114,10 +114,13 @@ def datasets() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--video", type=click.Path(dir_okay=False, path_type=Path), help="Also write a dashcam video (.mp4) driving past the traffic signs, with its timeline as <stem>.json.")
 @click.option("--video-seconds", type=float, default=20.0, show_default=True, help="Length of --video; 2 s per sign, 20 s shows every class.")
-def synth(out: Path, kind: str, per_class: int, size: int, seed: int, video: Optional[Path], video_seconds: float) -> None:
+@click.option("--dusk", is_flag=True, help="Drive --video at dusk: the same road and signs as the daylight video of this --seed, darker, bluer and noisier.")
+def synth(out: Path, kind: str, per_class: int, size: int, seed: int, video: Optional[Path], video_seconds: float, dusk: bool) -> None:
     """Write a generated dataset (class sub-folders of PNGs) to OUT."""
     if video is not None and kind != "traffic-signs":
         raise ConfigError("--video shows traffic signs: add --kind traffic-signs")
+    if dusk and video is None:
+        raise ConfigError("--dusk is the lighting of the drive video: add --video FILE.mp4")
     if kind == "traffic-signs":
         from .synth import make_drive_video, write_signs
 
@@ -128,7 +131,7 @@ def synth(out: Path, kind: str, per_class: int, size: int, seed: int, video: Opt
         counts = write_shapes(out, per_class=per_class, size=size, seed=seed)
     click.echo(f"wrote {sum(counts.values())} images in {len(counts)} classes to {out}")
     if video is not None:
-        timeline = make_drive_video(video, seconds=video_seconds, seed=seed)
+        timeline = make_drive_video(video, seconds=video_seconds, seed=seed, dusk=dusk)
         click.echo(f"wrote {video} ({len(timeline)} signs) and its timeline {video.with_suffix('.json')}")
 
 
@@ -151,3 +154,19 @@ def inspect(data: Path, val_split: float, test_split: float, seed: int) -> None:
     click.echo(f"{'total':<{width}}  {len(split.train):>6} {len(split.val):>6} {len(split.test):>6}")
     if split.skipped:
         click.echo(format_skipped(split.skipped))
+
+
+@datasets.command("merge")
+@click.argument("captures", type=click.Path(path_type=Path))
+@click.option("--into", "data", required=True, type=click.Path(path_type=Path), help="The dataset folder (class folders, optionally under train/ val/ test/) to add the captures to.")
+@click.option("--val-share", type=click.FloatRange(0.0, 0.9), default=0.1, show_default=True, help="Share of each class's added images recorded as validation images; the rest are training images, none test images.")
+@click.option("--new-classes", is_flag=True, help="Add classes the dataset does not have yet (refused otherwise).")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A run trained on the dataset whose split (its split.json) the dataset keeps; default: DATA/split.json, else the split 'edgesight train DATA' makes by default.")
+@click.option("--dry-run", is_flag=True, help="Show what would be added; change nothing.")
+def merge(captures: Path, data: Path, val_share: float, new_classes: bool, run_dir: Optional[Path], dry_run: bool) -> None:
+    """Add the frames of CAPTURES (a 'run --capture' folder) to a dataset: every class folder,
+    not _uncertain/, without duplicates, never into the test split."""
+    from .merge import format_merge, merge_captures
+
+    report = merge_captures(captures, data, val_share=val_share, new_classes=new_classes, run=run_dir, dry_run=dry_run)
+    click.echo(format_merge(report, captures, data, dry_run))

@@ -44,9 +44,11 @@ class TrainConfig:
     resize: str = opt("stretch", "How images of another aspect ratio are fitted: stretch, crop (centre) or pad (letterbox).", choices=RESIZE_MODES)
     interpolation: str = opt("bilinear", "OpenCV interpolation for resizing; the runtime uses the same (area: a box filter, smoother when shrinking camera frames a lot, about 10x slower per frame on the device).", choices=INTERPOLATIONS)
     weights: Optional[str] = opt(None, "imagenet, none, or a path to a local weights file (default: imagenet for pretrained backbones).")
+    init_from: Optional[str] = opt(None, "Continue from an earlier run's model: its backbone, input size and colour unless given; "
+                                   "its classes kept by name, new classes added; fewer epochs unless given (printed).", metavar="RUN")
     alpha: float = opt(1.0, "Width multiplier.", min=0.0, min_open=True)
     dropout: float = opt(0.2, "Dropout before the classifier head.", min=0.0, max=0.99)
-    epochs: int = opt(20, "Epochs (phase 1 for pretrained backbones).", min=1)
+    epochs: Optional[int] = opt(None, "Epochs (phase 1 for pretrained backbones; default: 20, 5 with --init-from).", min=1)
     batch_size: int = opt(32, "Images per batch.", min=1)
     learning_rate: float = opt(1e-3, "Learning rate (Adam); the --config key is learning_rate.", flag="lr", min=0.0, min_open=True)
     label_smoothing: float = opt(0.1, "Label smoothing of the cross-entropy loss.", min=0.0, max=0.99)
@@ -58,13 +60,14 @@ class TrainConfig:
     reduce_lr_patience: int = opt(3, "Epochs without improvement before the learning rate halves.", min=1)
     feature_copies: int = opt(4, "Phase 1 of transfer learning trains the head on cached backbone features of each training image and this many minus one augmented copies (0: run the backbone every epoch instead).", min=0)
     fine_tune_layers: int = opt(60, "Top backbone layers unfrozen in phase 2 (0: all).", min=0)
-    fine_tune_epochs: Optional[int] = opt(None, "Epochs of phase 2 (fine-tuning with AdamW, a one-epoch warm-up and cosine decay) for pretrained backbones (default: 10 with pretrained weights, 0 otherwise).", min=0)
+    fine_tune_epochs: Optional[int] = opt(None, "Epochs of phase 2 (fine-tuning with AdamW, a one-epoch warm-up and cosine decay) for pretrained backbones (default: 10 with pretrained weights, 3 with --init-from, 0 otherwise).", min=0)
     fine_tune_lr: float = opt(1e-4, "Peak learning rate of phase 2.", min=0.0, min_open=True)
     val_split: float = opt(0.1, "Share of each class held out for validation (when DATA is not pre-split).", min=0.0, max=0.9)
     test_split: float = opt(0.1, "Share of each class held out for the test report (when DATA is not pre-split).", min=0.0, max=0.9)
     seed: int = opt(42, "Seed of the split, the initialisation and augmentation.")
     deterministic: bool = opt(False, "Deterministic TensorFlow ops (bit-identical reruns, slower).")
-    strategy: str = opt("none", "tf.distribute strategy; multiworker reads TF_CONFIG.", choices=STRATEGIES)
+    strategy: str = opt("none", "tf.distribute strategy; multiworker reads TF_CONFIG (one process per machine, see the README).", choices=STRATEGIES)
+    worker_timeout: float = opt(300.0, "multiworker: seconds to wait for the other workers to join, and at each exchange, before stopping with an error.", min=1.0)
     cache: str = opt("memory", "Where decoded images are cached between epochs.", choices=CACHE_MODES)
     probe: bool = opt(True, "With pretrained weights, also fit a linear probe on the frozen backbone's features and report it beside the model.")
     overwrite: bool = opt(False, "Replace an existing run folder.")
@@ -103,6 +106,14 @@ class TrainConfig:
                 if key not in given:
                     values[key] = None
         return values
+
+    @staticmethod
+    def adjust(values: Dict[str, Any], given: Mapping[str, Any]) -> Dict[str, Any]:
+        """:meth:`size_given`, then the options an ``init_from`` run settles when they are not
+        set (see :func:`edgesight.training.initfrom.inherit`)."""
+        from .initfrom import inherit
+
+        return inherit(TrainConfig.size_given(values, given))
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], where: str = "config") -> "TrainConfig":

@@ -9,6 +9,10 @@ Accepted layouts:
 * a CSV manifest with rows ``path,label`` (optionally ``path,label,split``), paths relative to the
   CSV's folder; a header row is recognised and skipped.
 
+In a folder of class sub-folders, a ``split.json`` beside them pins the split of the images it
+lists (see :mod:`.pins`), and an ``_uncertain/`` folder (a capture folder's unlabelled frames)
+is not a class.
+
 Every candidate image is decoded once; corrupt, truncated, zero-byte and non-image files are
 skipped and listed with the reason, never a crash. This module does not import TensorFlow.
 """
@@ -25,10 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from edgesight.edge.captures import UNCERTAIN_DIR
 from edgesight.edge.errors import DatasetError
 from edgesight.edge.fsutil import write_json, write_text
 from edgesight.edge.model.preprocess import IMAGE_EXTENSIONS, ImageReadError, decode_image, is_image_path
 
+from .pins import read_pins
 from .walk import DatasetWalk, check_class_name, walk_files
 
 SPLITS = ("train", "val", "test")
@@ -192,6 +198,10 @@ def _class_dirs(folder: Path) -> List[Path]:
 
 def _from_class_folders(folder: Path, split: str, walk: DatasetWalk) -> List[Path]:
     classes = _class_dirs(folder)
+    # A capture folder's frames that no one has labelled yet are not a class.
+    for cdir in [c for c in classes if c.name == UNCERTAIN_DIR]:
+        classes.remove(cdir)
+        walk.skipped.append((str(cdir), "frames the model was unsure of: move them into class folders to train on them"))
     if not classes:
         loose = [p for p in folder.iterdir() if p.is_file() and is_image_path(p)]
         hint = f" (found {len(loose)} loose images)" if loose else ""
@@ -293,6 +303,10 @@ def scan_dataset(source: Path, workers: Optional[int] = None, progress: bool = T
             layout = "folders"
             class_dirs = [(c, "all") for c in _from_class_folders(source, "all", walk)]
         _collect(walk, class_dirs, candidates, skipped)
+        if layout == "folders":
+            # Images listed in the dataset's own split.json keep their split (see .pins).
+            pins = read_pins(root)
+            candidates[:] = [(p, lab, pins.get(p, sp)) for p, lab, sp in candidates]
 
     reasons = _check_all([c[0] for c in candidates], workers, progress)
     given: Dict[str, List[Sample]] = {}
@@ -303,7 +317,7 @@ def scan_dataset(source: Path, workers: Optional[int] = None, progress: bool = T
             skipped.append((path, reason))
 
     labels_by_split = {s: {x.label for x in v} for s, v in given.items()}
-    all_candidate_labels = sorted({c[1] for c in candidates if c[2] in ("train", "all")})
+    all_candidate_labels = sorted({c[1] for c in candidates if c[2] in ("train", "all") or layout == "folders"})
     classes = tuple(all_candidate_labels)
     if len(classes) < 2:
         raise DatasetError(
@@ -336,7 +350,8 @@ def _check_all(paths: List[str], workers: Optional[int], progress: bool) -> List
 
 
 def _check_class_counts(source: Path, layout: str, candidates, given, classes) -> None:
-    train_like = [s for k, v in given.items() if k in ("train", "all") for s in v]
+    # A folder's images pinned to val or test by its split.json count as they did before pinning.
+    train_like = [s for k, v in given.items() if k in ("train", "all") or layout == "folders" for s in v]
     counts = {c: 0 for c in classes}
     for s in train_like:
         counts[s.label] += 1

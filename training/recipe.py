@@ -1,7 +1,10 @@
-"""The training recipe the data calls for: fine-tuning, class weights and augmentation.
+"""The training recipe the data calls for: epochs, fine-tuning, class weights and augmentation.
 
-``edgesight train`` leaves three choices to the data unless they are given:
+``edgesight train`` leaves these choices to the data (and to where training starts) unless
+they are given:
 
+* **epochs** (``--epochs``): 20, or 5 when continuing from an earlier run (``--init-from``,
+  with 3 of fine-tuning instead of 10).
 * **fine-tuning** (``--fine-tune-epochs``): on for pretrained backbones. Phase 1 fits the head
   on the frozen backbone's cached features; phase 2 then trains the top
   ``--fine-tune-layers`` layers with AdamW, a one-epoch warm-up and cosine decay. A randomly
@@ -34,6 +37,10 @@ from .data import Sample, Split
 
 IMBALANCE_RATIO = 3.0
 FINE_TUNE_EPOCHS = 10
+EPOCHS = 20
+# Starting from a trained model (--init-from), a few epochs adapt it to the added images.
+INIT_EPOCHS = 5
+INIT_FINE_TUNE_EPOCHS = 3
 FINE_TUNE_LAYERS = 60
 FINE_TUNE_LR = 1e-4
 # Images per class below which a network trained from scratch gets the standard preset.
@@ -120,11 +127,20 @@ def choose(cfg, pretrained: bool, split: Split) -> Tuple[object, List[str]]:
             lines.append(f"class weights: on (auto: '{big}' has {counts[big]} training images, '{small}' {counts[small]}, "
                          f"{ratio:.1f}:1, beyond {IMBALANCE_RATIO:g}:1)")
 
+    init = bool(getattr(cfg, "init_from", None))
+    if cfg.epochs is None:
+        changes["epochs"] = INIT_EPOCHS if init else EPOCHS
     if cfg.fine_tune_epochs is None:
-        changes["fine_tune_epochs"] = FINE_TUNE_EPOCHS if pretrained else 0
+        tune = INIT_FINE_TUNE_EPOCHS if init else FINE_TUNE_EPOCHS
+        changes["fine_tune_epochs"] = tune if pretrained else 0
         if pretrained:
-            lines.append(f"fine-tuning: on (auto for pretrained weights: {FINE_TUNE_EPOCHS} epochs of the top "
+            lines.append(f"fine-tuning: on (auto for pretrained weights: {tune} epochs of the top "
                          f"{cfg.fine_tune_layers or 'all'} layers after the head; --fine-tune-epochs 0 turns it off)")
+    if init and (cfg.epochs is None or (pretrained and cfg.fine_tune_epochs is None)):
+        epochs = changes.get("epochs", cfg.epochs)
+        lines.append(f"continuing from {cfg.init_from}: up to {epochs} epochs"
+                     + (f" and {changes.get('fine_tune_epochs', cfg.fine_tune_epochs)} of fine-tuning" if pretrained else "")
+                     + " (a short retrain; --epochs and --fine-tune-epochs set them)")
 
     if cfg.augment == "auto" or cfg.hflip is None:
         thumbs = _thumbnails(split.train, cfg.seed)

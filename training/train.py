@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,10 +58,8 @@ def _strategy(name: str):
     tf = _tf()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        if not os.environ.get("TF_CONFIG"):
-            raise ConfigError("--strategy multiworker needs the TF_CONFIG environment variable describing the cluster")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+    # multiworker: train() joined the cluster before TensorFlow ran anything; the model trains
+    # outside any strategy scope, the workers exchanging gradients and logs (see .cluster).
     return tf.distribute.get_strategy()
 
 
@@ -136,6 +135,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         model_mean=(float(backbone.mean),),
         model_std=(float(backbone.std),),
     )
+    start = None
+    if cfg.init_from:
+        from .initfrom import check_fits, open_run
+
+        start = open_run(cfg.init_from)
+        check_fits(start, backbone.name, spec)
     if min(height, width) < backbone.min_size:
         raise ConfigError(f"{backbone.name} needs inputs of at least {backbone.min_size}x{backbone.min_size}, got {height}x{width}; raise --img-size")
     pretrained = has_weights(backbone, weights)
@@ -149,7 +154,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     from .recipe import choose
 
     resolved, choices = choose(cfg.updated(img_height=height, img_width=width, img_size=None, weights=weights), pretrained, split)
-    staging = prepare_run_dir(out, cfg.overwrite)
+    cluster = None
+    if cfg.strategy == "multiworker":
+        from .cluster import join
+
+        # First TensorFlow work of the process: the collective runtime must start before any other.
+        cluster = join(resolved, split)
+    # Only the chief writes the run folder; the other workers write to a temporary one.
+    staging = prepare_run_dir(out, cfg.overwrite) if cluster is None or cluster.is_chief else Path(tempfile.mkdtemp(prefix="edgesight-worker-"))
     resolved.save(staging / "config.yaml")
     split.save(staging / "split.json")
     write_skipped(staging / "skipped.txt", split.skipped)
@@ -161,11 +173,21 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         labels=split.classes,
         preprocess=spec,
         backbone=backbone.name,
-        source={"run": str(out.resolve()), "data": split.source, "weights": weights},
+        source={"run": str(out.resolve()), "data": split.source, "weights": weights,
+                **({"init_from": str(start.run.resolve())} if start is not None else {})},
     )
     write_model_info(staging, info)
 
-    fit = _fit(resolved, backbone, spec, split, staging, progress)
+    try:
+        fit = _fit(resolved, backbone, spec, split, staging, progress, start, cluster)
+    except Exception as e:
+        if cluster is None:
+            raise
+        # A failed multi-worker run leaves nothing behind on any worker.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise (cluster.failure(e) or e) from e
+    if cluster is not None and not cluster.is_chief:
+        return _worker_done(cluster, staging, out, fit, t0)
     history, interrupted, core = fit.history, fit.interrupted, fit.core
 
     # The best model was checkpointed during training; make sure the file holds those weights.
@@ -189,6 +211,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         metrics["errors"] = write_errors_grid(core, info, samples, staging / ERRORS_FILE)
     metrics.update({"best_epoch": fit.best_epoch + 1, "epochs_run": len(history.get("loss", [])), "interrupted": interrupted,
                     "time_limited": fit.time_limited, "skipped_files": len(split.skipped), "choices": choices})
+    if start is not None:
+        metrics["init_from"] = {"run": str(start.run.resolve()), **fit.init}
+    if cluster is not None:
+        metrics["distributed"] = cluster.distributed(resolved)
     if samples and cfg.probe and pretrained and not interrupted:
         from .probe import linear_probe
 
@@ -200,6 +226,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         plot_training_curves(history, staging / "training_curves.png", fit.fine_tune_start)
     (staging / OWNER_FILE).unlink(missing_ok=True)
     replace_dir(staging, out)
+    if cluster is not None:
+        cluster.release()
     secs = time.time() - t0
     if samples:
         print(format_report(metrics))
@@ -211,6 +239,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     why = "stopped early by request; " if interrupted else "stopped at the time limit; " if fit.time_limited else ""
     print(f"{why}run folder: {out} ({secs:.0f} s)")
     return TrainResult(out, metrics, history, interrupted, secs)
+
+
+def _worker_done(cluster: Any, staging: Path, out: Path, fit: "Fit", t0: float) -> TrainResult:
+    """A worker other than the chief: remove its temporary folder, wait for the chief's run folder."""
+    shutil.rmtree(staging, ignore_errors=True)
+    cluster.wait_for_chief(out)
+    return TrainResult(out, {}, fit.history, fit.interrupted, time.time() - t0)
 
 
 def _print_data_summary(split: Split) -> None:
@@ -238,23 +273,25 @@ class Fit:
     core: Any
     seconds: Dict[str, float]
     cached: Dict[str, np.ndarray] = field(default_factory=dict)
+    init: Dict[str, List[str]] = field(default_factory=dict)
 
 
 def _compile(keras, model, optimizer, cfg: TrainConfig) -> None:
     model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing), metrics=["accuracy"])
 
 
-def _fine_tune_optimizer(keras, cfg: TrainConfig, train_images: int):
-    """AdamW with a one-epoch linear warm-up to ``fine_tune_lr``, then cosine decay to 0."""
+def _fine_tune_optimizer(keras, cfg: TrainConfig, train_images: int, lr_scale: int = 1):
+    """AdamW with a one-epoch linear warm-up to ``fine_tune_lr`` (times ``lr_scale``), then cosine decay to 0."""
     steps = max(1, -(-train_images // cfg.batch_size))
     total = steps * max(1, cfg.fine_tune_epochs)
     warmup = min(steps, total // 2)
     schedule = keras.optimizers.schedules.CosineDecay(0.0, decay_steps=max(1, total - warmup), alpha=0.0,
-                                                      warmup_target=cfg.fine_tune_lr, warmup_steps=warmup)
+                                                      warmup_target=cfg.fine_tune_lr * lr_scale, warmup_steps=warmup)
     return keras.optimizers.AdamW(schedule, weight_decay=1e-4)
 
 
-def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Split, staging: Path, progress: bool) -> Fit:
+def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Split, staging: Path, progress: bool,
+         start: Any = None, cluster: Any = None) -> Fit:
     from . import headfit
     from .augment import build_augmentation
     from .callbacks import GracefulStop, TimeLimit, make_callbacks, save_model
@@ -269,6 +306,11 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
     n_classes = len(split.classes)
     train_y = split.label_indices(split.train)
     val_y = split.label_indices(split.val)
+    # Several workers: each trains on its shard of the images (padded to the same number of
+    # steps), the learning rates scaled with the global batch (see .cluster).
+    n = cluster.size if cluster is not None else 1
+    train_part = cluster.shard(split.train, pad=True) if cluster is not None else split.train
+    reducing = cluster.all_reducing if cluster is not None else (lambda optimizer: optimizer)
     # Transfer learning (a frozen backbone, then fine-tuning) only with loaded weights: a
     # randomly initialised backbone must learn from the first epoch.
     transfer = has_weights(backbone, cfg.weights)
@@ -276,19 +318,27 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
     fine_tune = transfer and bool(cfg.fine_tune_epochs)
     train_ds = val_ds = None
     if not on_features or fine_tune:
-        train_ds = make_dataset([s.path for s in split.train], train_y, spec, n_classes, cfg.batch_size, training=True, seed=cfg.seed, cache=cfg.cache, cache_dir=staging / "cache")
+        train_ds = make_dataset([s.path for s in train_part], split.label_indices(train_part), spec, n_classes, cfg.batch_size, training=True, seed=cfg.seed, cache=cfg.cache, cache_dir=staging / "cache")
         if split.val:
             val_ds = make_dataset([s.path for s in split.val], val_y, spec, n_classes, cfg.batch_size, training=False, cache=cfg.cache, cache_dir=staging / "cache")
     strategy = _strategy(cfg.strategy)
     with strategy.scope():
         core, base = build_classifier(backbone, (spec.height, spec.width, spec.channels), n_classes, cfg.weights, cfg.alpha, cfg.dropout)
+        init: Dict[str, List[str]] = {}
+        if start is not None:
+            from .initfrom import describe, load_weights
+
+            init = load_weights(core, start, split.classes)
+            print(describe(start, init))
         augment = build_augmentation(cfg.augment, cfg.hflip, cfg.seed)
         inputs = keras.Input(core.inputs[0].shape[1:], name="image")
         x = augment(inputs) if augment is not None else inputs
         trainer = keras.Model(inputs, core(x), name="trainer")
         if transfer:
             base.trainable = False
-        _compile(keras, trainer, keras.optimizers.Adam(cfg.learning_rate), cfg)
+        _compile(keras, trainer, reducing(keras.optimizers.Adam(cfg.learning_rate * n)), cfg)
+    if cluster is not None:
+        cluster.sync_weights(core)
     monitor = "val_loss" if split.val else "loss"
     weights = class_weights(train_y, n_classes) if cfg.class_weights == "balanced" else None
     verbose = 1 if (progress and sys.stdout.isatty()) else 2
@@ -297,7 +347,10 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
     cached: Dict[str, np.ndarray] = {}
     fine_tune_start: Optional[int] = None
     limit = TimeLimit(cfg.time_limit)
-    with GracefulStop() as stopper:
+    with GracefulStop(at_epoch_end=cluster is not None) as stopper:
+        # Around every distributed fit: the workers' logs averaged first, their stops agreed last.
+        first, last = cluster.callbacks(keras, stopper) if cluster is not None else (None, None)
+        spread = (lambda cbs: [first, *cbs, last]) if cluster is not None else (lambda cbs: cbs)
         t0 = time.monotonic()
         limit.start()
         if on_features:
@@ -305,8 +358,13 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
             copies = cfg.feature_copies if augment is not None else 1
             print(f"phase 1: caching {backbone.name} features of {len(split.train)} training images"
                   + (f" and {copies - 1} augmented copies of each" if copies > 1 else "") + ", then training the head on them")
-            train_x = headfit.extract(feats, split.train, spec, augment, copies, progress, "train features")
-            val_x = headfit.extract(feats, split.val, spec, progress=progress, desc="val features") if split.val else None
+            mine = cluster.shard if cluster is not None else (lambda samples: samples)
+            train_x = headfit.extract(feats, mine(split.train), spec, augment, copies, progress, "train features")
+            val_x = headfit.extract(feats, mine(split.val), spec, progress=progress, desc="val features") if split.val else None
+            if cluster is not None:
+                # Each worker computed its shard; every worker fits the head on all of them.
+                train_x = cluster.gather_samples(train_x, len(split.train), axis=1)
+                val_x = cluster.gather_samples(val_x, len(split.val), axis=1) if val_x is not None else None
             cached = {"train": train_x[0], **({"val": val_x[0]} if val_x is not None else {})}
             seconds["features"] = round(time.monotonic() - t0, 2)
             callbacks, best = make_callbacks(keras, core, staging, monitor, cfg, stopper, save=False)
@@ -318,31 +376,34 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
         else:
             callbacks, best = make_callbacks(keras, core, staging, monitor, cfg, stopper)
             callbacks.append(limit.callback(keras))
-            h = trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=weights, callbacks=callbacks, verbose=verbose, shuffle=False)
+            h = trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=weights, callbacks=spread(callbacks), verbose=verbose, shuffle=False)
             _merge(history, h.history)
         seconds["phase1"] = round(time.monotonic() - t0, 2)
-        if fine_tune and not stopper.requested and not limit.reached:
+        stop = stopper.requested or limit.reached
+        if fine_tune and not (cluster.any(stop) if cluster is not None else stop):
             t1 = time.monotonic()
             fine_tune_start = len(history.get("loss", []))
             if best.best_weights is not None:
                 core.set_weights(best.best_weights)
+            if cluster is not None:
+                cluster.sync_weights(core)
             with strategy.scope():
                 _unfreeze_top(base, cfg.fine_tune_layers)
-                _compile(keras, trainer, _fine_tune_optimizer(keras, cfg, len(split.train)), cfg)
+                _compile(keras, trainer, reducing(_fine_tune_optimizer(keras, cfg, len(train_part), n)), cfg)
             print(f"phase 2: fine-tuning the top {cfg.fine_tune_layers or 'all'} layers of {backbone.name} for up to "
                   f"{cfg.fine_tune_epochs} epochs (AdamW, warm-up to {cfg.fine_tune_lr:g}, cosine decay)")
             callbacks, best2 = make_callbacks(keras, core, staging, monitor, cfg, stopper, reduce_lr=False)
             callbacks.append(limit.callback(keras))
             best2.best, best2.best_weights, best2.best_epoch = best.best, best.best_weights, best.best_epoch
             h = trainer.fit(train_ds, validation_data=val_ds, initial_epoch=fine_tune_start, epochs=fine_tune_start + cfg.fine_tune_epochs,
-                            class_weight=weights, callbacks=callbacks, verbose=verbose, shuffle=False)
+                            class_weight=weights, callbacks=spread(callbacks), verbose=verbose, shuffle=False)
             _merge(history, h.history)
             best = best2
             seconds["phase2"] = round(time.monotonic() - t1, 2)
     if best.best_weights is not None:
         core.set_weights(best.best_weights)
     shutil.rmtree(staging / "cache", ignore_errors=True)
-    return Fit(history, stopper.requested, limit.reached, best.best_epoch, fine_tune_start, core, seconds, cached)
+    return Fit(history, stopper.requested, limit.reached, best.best_epoch, fine_tune_start, core, seconds, cached, init)
 
 
 def _unfreeze_top(base, n_layers: int) -> None:

@@ -100,7 +100,7 @@ def benchmark(bundle: Path, labels, device, no_verify, threads: str, runs: int, 
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML file of options (keys: the flags' names with underscores, e.g. top_k); flags given on the command line win.")
-@_run_config_options(exclude=("max_pixels",))  # image files of a folder source are camera-sized
+@_run_config_options()
 @click.pass_context
 def run(ctx, bundle: Path, config_path: Optional[Path], **_: object) -> int:
     """Classify frames from a camera, stream, video or folder in real time with BUNDLE.

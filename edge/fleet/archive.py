@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .. import __version__
 from ..model.bundle import expected_sha, load_bundle, model_file_name
+from ..model.enroll_files import enrolled_names, read_enrolment_files
 from ..errors import BundleError, ProfileError
 from ..fsutil import replace_dir, write_bytes
 from .profiles import builtin_template, preset_file
@@ -108,9 +109,17 @@ def _model_files(model_bundle: Path, resolved: ResolvedProfile) -> Tuple[Dict[st
                               "convert the model again with 'edgesight convert'")
         files[f"model/{name}"] = data
     expected = expected_sha(bundle.model_path, bundle.info, json_path, hint="")
+    # Reference embeddings and enrolled classes travel with their model, each checked against
+    # the sha256 model.json records for it.
+    enrolled = read_enrolment_files(model_bundle, bundle.info)
+    for name, data in enrolled.items():
+        path = model_bundle / name
+        if root not in path.resolve().parents:
+            raise BundleError(f"{path}: leads outside {model_bundle} (to {path.resolve()}); copy the file into the bundle")
+        files[f"model/{name}"] = data
 
-    labels = set(bundle.info.labels) | {"unknown"}
-    wanted = {"runtime.gpio_on": resolved.runtime.gpio_on or ()}
+    labels = set(bundle.info.labels) | set(enrolled_names(bundle.info)) | {"unknown"}
+    wanted = {"runtime.gpio_on": resolved.runtime.gpio_on or (), "runtime.capture_label": resolved.runtime.capture_label or ()}
     if resolved.review is not None:
         wanted["review.labels"] = resolved.review.labels
     for key, names in wanted.items():

@@ -61,8 +61,8 @@ class RunConfig:
     threshold: float = opt(0.0, "Below this probability the label is 'unknown'.", min=0.0, max=1.0)
     smooth: int = opt(1, "Average the last N frames before deciding (with hysteresis).", min=1)
     hysteresis: float = opt(0.1, "Margin another label needs to take over when smoothing.", min=0.0, max=1.0)
-    max_pixels: int = opt(50_000_000, "classify and the Python API: refuse image files with more pixels than this "
-                          "(larger ones are decoded reduced when the model input is much smaller).", min=1)
+    max_pixels: int = opt(50_000_000, "Skip image files (an image folder source, classify, the Python API) with more pixels "
+                          "than this; below it, large ones are decoded reduced when the model input is much smaller.", min=1)
     top_k: int = opt(3, "Entries of the model output reported with each result.", min=1)
     display: bool = opt(False, "Show the annotated stream in a window (needs a GUI build of OpenCV).")
     headless: bool = opt(False, "No window (the default; refuses --display).")
@@ -75,6 +75,9 @@ class RunConfig:
     http_token: Optional[str] = opt(None, "Token every --http request must carry (?token= or Authorization: Bearer); "
                                     "needed to serve a non-loopback address.", envvar="EDGESIGHT_HTTP_TOKEN", metavar="TOKEN")
     http_insecure: bool = opt(False, "Serve --http on a non-loopback address without a token.")
+    enroll_shots: int = opt(5, "Frames the live view's POST /enroll?name=NAME collects before it enrols the class (0: /enroll off).", min=0)
+    enroll_dir: Optional[str] = opt(None, "Where /enroll saves the enrolled bundle when the bundle's folder is read-only "
+                                    "(default: the working directory, a service's state directory).", metavar="DIR", writes=True)
     mqtt: Optional[str] = opt(None, "Publish results to mqtt://[user:pass@]host[:port]/topic/prefix.", metavar="URL")
     mqtt_qos: int = opt(0, "MQTT quality of service.", min=0, max=2)
     mqtt_retain: bool = opt(False, "Retain the last label message on the broker.")
@@ -83,14 +86,31 @@ class RunConfig:
     gpio: Optional[str] = opt(None, "Pulse this GPIO pin (BCM) when a --gpio-on label is reported.", metavar="PIN", int_as_text=True)
     gpio_on: Tuple[str, ...] = opt((), "Label that triggers the GPIO pulse (repeatable).", metavar="LABEL")
     gpio_pulse_ms: float = opt(100.0, "Length of the GPIO pulse in milliseconds.", min=0.0, min_open=True)
-    review_dir: Optional[str] = opt(None, "Save frames reported as a --review-label here as JPEG, for review.", metavar="DIR", writes=True)
-    review_label: Tuple[str, ...] = opt((), "Label whose frames are saved to --review-dir (repeatable; 'unknown' allowed).", metavar="LABEL")
-    review_max_mb: float = opt(512.0, "Size cap of --review-dir; the oldest frames are deleted beyond it.", min=0.0, min_open=True)
+    capture: Optional[str] = opt(None, "Save sampled frames here as a dataset to review and train on: DIR/<label>/, DIR/_uncertain/ "
+                                 "and DIR/captures.jsonl.", metavar="DIR", writes=True)
+    capture_below: float = opt(0.5, "--capture: a frame whose top-1 score is under this goes to _uncertain/.", min=0.0, max=1.0)
+    capture_margin: float = opt(0.1, "--capture: a frame whose top-1 leads the top-2 by less than this goes to _uncertain/.", min=0.0, max=1.0)
+    capture_every: float = opt(5.0, "--capture: at most one frame per label (and per label in _uncertain/) every this many seconds "
+                               "(0: every frame).", min=0.0, metavar="SECONDS")
+    capture_random: float = opt(0.01, "--capture: share of the other frames kept at random.", min=0.0, max=1.0)
+    capture_max_mb: float = opt(512.0, "Size cap of the --capture images; the oldest are deleted beyond it.", min=0.0, min_open=True)
+    capture_label: Tuple[str, ...] = opt((), "Capture only frames reported as this label (repeatable; 'unknown' allowed; default: all).", metavar="LABEL")
+    review_dir: Optional[str] = opt(None, "The older name of --capture.", metavar="DIR", writes=True)
+    review_label: Tuple[str, ...] = opt((), "The older name of --capture-label.", metavar="LABEL")
+    review_max_mb: Optional[float] = opt(None, "The older name of --capture-max-mb.", min=0.0, min_open=True)
     max_frames: int = opt(0, "Stop after N results (0: no limit).", min=0)
     duration: float = opt(0.0, "Stop after N seconds (0: no limit).", min=0.0)
     stats_json: Optional[str] = opt(None, "Write the final statistics as JSON.", metavar="FILE", writes=True)
     stats_interval: float = opt(5.0, "Seconds between statistics lines (0: none).", min=0.0)
     status_file: Optional[str] = opt(None, "Rewrite this JSON file with the live statistics every --stats-interval (health checks read it).", metavar="FILE", writes=True)
+    drift_window: int = opt(300, "Frames compared with the model's baseline for drift (0: off); the label-mix and score "
+                            "PSIs need a full window, brightness and contrast shifts 30 frames.", min=0, metavar="FRAMES")
+    drift_threshold: float = opt(0.5, "Drift alert when the PSI of the label mix or of the top-1 scores exceeds this "
+                                 "(0.2 is the usual rule for a significant shift; a camera's own scene already sits "
+                                 "near it against the verification images).", min=0.0, min_open=True, metavar="PSI")
+    drift_shift: float = opt(2.0, "Drift alert when the mean brightness or contrast of the model input moves this many "
+                             "standard deviations (of the baseline's images) from the baseline.", min=0.0, min_open=True,
+                             metavar="SD")
     quiet: bool = opt(False, "No per-change lines, only the summary.", short="q")
     frame_workers: int = opt(0, "Interpreters classifying consecutive frames at once, one thread each (0: automatic: "
                              "one on live sources and delegates, one per thread on files).", min=0, cli=False)
@@ -98,7 +118,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.roi, (tuple, list)):
             object.__setattr__(self, "roi", ",".join(str(int(v)) for v in self.roi))
-        for name in ("gpio_on", "review_label", "http_allow_host"):
+        for name in ("gpio_on", "capture_label", "review_label", "http_allow_host"):
             value = getattr(self, name)
             if isinstance(value, (list, str)):
                 object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
@@ -107,6 +127,8 @@ class RunConfig:
             raise ConfigError(f"device '{self.device}' is not cpu, coral, coral:usb or coral:pci")
         if self.roi is not None:
             parse_roi(self.roi)
+        if 0 < self.drift_window < 30:
+            raise ConfigError(f"--drift-window {self.drift_window}: too few frames to compare; use at least 30, or 0 to turn drift off")
         if self.display and self.headless:
             raise ConfigError("--display and --headless contradict each other; choose one")
         if self.gpio_on and not self.gpio:
@@ -115,8 +137,25 @@ class RunConfig:
             problem = protection_problem(parse_hostport(self.http)[0], self.http_token, self.http_insecure)
             if problem:
                 raise ConfigError(problem)
-        if bool(self.review_dir) != bool(self.review_label):
-            raise ConfigError("--review-dir and --review-label go together: name the folder and the labels to keep")
+        if self.capture and self.review_dir and self.capture != self.review_dir:
+            raise ConfigError("--capture and --review-dir name two folders (--review-dir is the older name of --capture); give one")
+        if self.capture_labels and not self.capture_dir:
+            raise ConfigError("--capture-label needs --capture DIR: name the folder the frames go to")
+
+    @property
+    def capture_dir(self) -> Optional[str]:
+        """The capture folder: ``capture``, or its older name ``review_dir``."""
+        return self.capture or self.review_dir
+
+    @property
+    def capture_labels(self) -> Tuple[str, ...]:
+        """``capture_label`` and its older name ``review_label`` together."""
+        return tuple(dict.fromkeys(self.capture_label + self.review_label))
+
+    @property
+    def capture_cap_mb(self) -> float:
+        """``capture_max_mb``, or its older name ``review_max_mb`` when that is given."""
+        return self.review_max_mb if self.review_max_mb is not None else self.capture_max_mb
 
     @property
     def roi_box(self) -> Optional[Tuple[int, int, int, int]]:

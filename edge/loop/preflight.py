@@ -24,7 +24,9 @@ OUTPUTS = (
     ("--save", "save", "file"),
     ("--stats-json", "stats_json", "file"),
     ("--status-file", "status_file", "file"),
+    ("--capture", "capture", "folder"),
     ("--review-dir", "review_dir", "folder"),
+    ("--enroll-dir", "enroll_dir", "folder"),
 )
 
 

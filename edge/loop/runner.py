@@ -30,6 +30,7 @@ from ..sinks.base import Sink
 from ..sources import DecodeAhead
 from ..model.spec import ModelInfo
 from .config import RunConfig
+from .drift import drift_monitor
 from .stats import LoopStats
 
 log = logging.getLogger("edgesight.run")
@@ -132,7 +133,10 @@ def run_loop(
     else:
         worker_models = []
     stats = stats if stats is not None else LoopStats()
-    decider = Decider(info.labels, cfg.threshold, cfg.top_k, cfg.smooth, cfg.hysteresis)
+    drift = stats.drift = drift_monitor(info, cfg)
+    # Classes enrolled from a few images score after the trained ones, and may be enrolled while
+    # the loop runs (the live view's /enroll): the labels follow the scores.
+    decider = Decider([*info.labels, *model.enrolled_names], cfg.threshold, cfg.top_k, cfg.smooth, cfg.hysteresis)
     spec = info.preprocess
     roi = cfg.roi_box
     annotate = any(s.needs_annotated for s in sinks)
@@ -151,11 +155,17 @@ def run_loop(
         clf.invoke()
         t2 = time.monotonic()
         probs = clf.output_probabilities()
-        return probs, t1 - t0, t2 - t1, time.monotonic() - t2
+        inputs = drift.input_stats(pixels) if drift is not None else None  # on the worker thread, in parallel
+        return probs, t1 - t0, t2 - t1, time.monotonic() - t2, inputs
 
-    def report(frame: Frame, probs, pre_s: float, invoke_s: float, post_s: float) -> bool:
+    def report(frame: Frame, probs, pre_s: float, invoke_s: float, post_s: float, inputs=None) -> bool:
         """Decide, hand the result to the sinks, count it; False when the loop must end."""
         t = time.monotonic()
+        if len(probs) != len(decider.labels) or (len(probs) > len(info.labels) and tuple(decider.labels[len(info.labels):]) != model.enrolled_names):
+            decider.labels = [*info.labels, *model.enrolled_names]
+            if len(probs) != len(decider.labels):  # the set changed while this frame was classified
+                probs = probs[: len(info.labels)] / max(float(probs[: len(info.labels)].sum()), 1e-12)
+                decider.labels = list(info.labels)
         label, score, top, changed = decider(probs)
         t3 = time.monotonic()
         result = Result(
@@ -178,8 +188,11 @@ def run_loop(
         stats.add(result.latency_ms, result.stages_ms)
         if on_result:
             on_result(result, stats)
+        if drift is not None and drift.add(probs, inputs, frame.index) and on_stats:
+            on_stats(stats)  # an alert raised or cleared reaches /status, MQTT and the status file at once
         stats.dropped_source = int(getattr(source, "dropped", 0))
         stats.reconnects = int(getattr(source, "reconnects", 0))
+        stats.skipped = int(getattr(source, "skipped", 0))
         if cfg.stats_interval and stats.due(cfg.stats_interval):
             stats.dropped_sinks = sum(s.dropped for s in sinks)
             printer(stats.line())
@@ -207,6 +220,7 @@ def run_loop(
     else:
         _run_frame_parallel(worker_models, read, classify, report, cfg.max_frames)
     stats.dropped_source = int(getattr(source, "dropped", 0))
+    stats.skipped = int(getattr(source, "skipped", 0))  # files skipped after the last result count too
     stats.dropped_sinks = sum(s.dropped for s in sinks)
     return stats
 

@@ -8,6 +8,7 @@ runtime gets the same outputs, status file and summary.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import ConfigError, EdgesightError
@@ -20,16 +21,61 @@ log = logging.getLogger("edgesight")
 
 def check_labels(cfg: RunConfig, labels: List[str]) -> None:
     """Labels named by options must be the model's (or ``unknown``)."""
-    for flag, names in (("--gpio-on", cfg.gpio_on), ("--review-label", cfg.review_label)):
+    for flag, names in (("--gpio-on", cfg.gpio_on), ("--capture-label", cfg.capture_labels)):
         unknown = sorted(set(names) - set(labels) - {"unknown"})
         if unknown:
             raise ConfigError(f"{flag} {', '.join(unknown)}: not a label of this model ({', '.join(labels)})")
 
 
-def make_sinks(cfg: RunConfig, echo: Callable[[str], None] = print) -> list:
-    """The outputs ``cfg`` asks for; every one but the window and the console runs on its own
-    thread behind a bounded queue (:class:`~edgesight.edge.sinks.AsyncSink`). A sink that
-    cannot be made closes the ones already made."""
+def capture_sink(cfg: RunConfig, clf: Any = None) -> Any:
+    """The :class:`~edgesight.edge.sinks.CaptureSink` of ``cfg`` (``--capture``), recording the
+    labels and model sha256 of ``clf`` (a :class:`~edgesight.edge.classifier.Classifier`)."""
+    from ..model.bundle import EDGETPU_SHA_KEY, SHA_KEY, sha256_file
+    from ..sinks import CaptureSink
+
+    labels: List[str] = list(clf.labels) if clf is not None else []
+    sha = ""
+    if clf is not None:
+        bundle = clf.bundle
+        sha = bundle.info.extra.get(EDGETPU_SHA_KEY if bundle.edgetpu else SHA_KEY) or ""
+        if not sha or not getattr(clf, "verified", True):
+            sha = sha256_file(bundle.model_path)  # unverified or bare: record what actually ran
+    return CaptureSink(cfg.capture_dir, labels, model_sha256=sha, source=redact_url(cfg.source), below=cfg.capture_below,
+                       margin=cfg.capture_margin, every=cfg.capture_every, random=cfg.capture_random,
+                       max_mb=cfg.capture_cap_mb, only=cfg.capture_labels)
+
+
+def http_sink(cfg: RunConfig, clf: Any = None) -> Any:
+    """The live view of ``cfg`` (``--http``): with ``clf``, its labels and ``POST /classify``
+    (on an interpreter of its own, so the loop's is never shared); with ``--capture``, the
+    newest captures and the relabel page."""
+    from ..sinks import HttpSink
+    from ..web.classify import bytes_classifier
+
+    classify = None
+    if clf is not None:
+        classify = bytes_classifier(clf, top_k=cfg.top_k, threshold=cfg.threshold, max_pixels=cfg.max_pixels,
+                                    own_interpreter=True)
+    enroller = None
+    if clf is not None and cfg.enroll_shots and getattr(clf, "_reference", None) is not None:
+        from ..web.enroll import LiveEnroller
+
+        # POST /enroll: a class from the frames on screen (the model has an embedding output)
+        enroller = LiveEnroller(clf, cfg.enroll_shots, Path(cfg.enroll_dir) if cfg.enroll_dir else None)
+    sink = HttpSink(*parse_hostport(cfg.http), allow_hosts=cfg.http_allow_host, token=cfg.http_token,
+                    insecure=cfg.http_insecure, labels=list(clf.labels) if clf is not None else (),
+                    classify=classify, captures=cfg.capture_dir, enroll=enroller)
+    if enroller is not None:
+        enroller.on_change = lambda labels: setattr(sink, "labels", list(labels))
+    return sink
+
+
+def make_sinks(cfg: RunConfig, echo: Callable[[str], None] = print, clf: Any = None) -> list:
+    """The outputs ``cfg`` asks for; every one but the window, the console and a sink that never
+    blocks (MQTT, with its own queue) runs on its own thread behind a bounded queue
+    (:class:`~edgesight.edge.sinks.AsyncSink`). A sink that
+    cannot be made closes the ones already made. ``clf`` (the classifier) gives the captures
+    their labels and model sha256."""
     from .. import sinks as S
 
     out: list = [] if cfg.quiet else [S.ConsoleSink(echo)]
@@ -42,20 +88,19 @@ def make_sinks(cfg: RunConfig, echo: Callable[[str], None] = print) -> list:
         if cfg.save:
             made.append(S.VideoSink(cfg.save, fps=cfg.fps or 30.0))
         if cfg.http:
-            made.append(S.HttpSink(*parse_hostport(cfg.http), allow_hosts=cfg.http_allow_host, token=cfg.http_token,
-                                    insecure=cfg.http_insecure))
+            made.append(http_sink(cfg, clf))
         if cfg.mqtt:
             made.append(S.MqttSink(cfg.mqtt, qos=cfg.mqtt_qos, retain=cfg.mqtt_retain, on_change_only=cfg.on_change_only,
                                     max_queued=cfg.mqtt_queue))
         if cfg.gpio:
             made.append(S.GpioSink(cfg.gpio, cfg.gpio_on, pulse_ms=cfg.gpio_pulse_ms))
-        if cfg.review_dir:
-            made.append(S.ReviewSink(cfg.review_dir, cfg.review_label, max_mb=cfg.review_max_mb))
+        if cfg.capture_dir:
+            made.append(capture_sink(cfg, clf))
     except BaseException:
         for s in out + made:
             s.close()
         raise
-    return out + [S.AsyncSink(s) for s in made]
+    return out + [s if s.never_blocks else S.AsyncSink(s) for s in made]
 
 
 def run_session(clf: Any, cfg: RunConfig, echo: Callable[[str], None] = print,
@@ -110,11 +155,13 @@ def run_session(clf: Any, cfg: RunConfig, echo: Callable[[str], None] = print,
 
     failure: Optional[str] = None
     try:
+        # Image files much larger than the model input are decoded reduced, unless --roi names
+        # a window in the file's own pixels.
         with open_source(cfg.source, width=cfg.width, height=cfg.height, fps=cfg.fps, realtime=cfg.realtime,
-                         loop=cfg.loop, open_timeout=cfg.open_timeout,
-                         compute_threads=clf.model.cpu_threads) as opened:
+                         loop=cfg.loop, open_timeout=cfg.open_timeout, compute_threads=clf.model.cpu_threads,
+                         target=None if cfg.roi else clf.info.preprocess.size, max_pixels=cfg.max_pixels) as opened:
             src = check_roi_fits(opened, cfg.roi_box)
-            sinks = make_sinks(cfg, echo)
+            sinks = make_sinks(cfg, echo, clf=clf)
             notifier.ready(f"classifying {redact_url(cfg.source)}")
             stats = LoopStats()
             with signals_stop(StopFlag()) as stop:
@@ -168,5 +215,7 @@ def _save_summary(clf: Any, cfg: RunConfig, stats: Any, last: dict, failure: Opt
 def format_summary(summary: Dict[str, Any]) -> str:
     """The one-line summary printed at the end of a run."""
     p = summary["latency_ms"]
-    return (f"{summary['frames']} frames in {summary['seconds']:.1f} s: {summary['fps']:.1f} FPS, dropped {summary['dropped']}, "
+    n = summary.get("skipped", 0)
+    skipped = f"skipped {n} image file{'s' if n != 1 else ''}, " if n else ""
+    return (f"{summary['frames']} frames in {summary['seconds']:.1f} s: {summary['fps']:.1f} FPS, dropped {summary['dropped']}, {skipped}"
             + (f"latency p50 {p['p50']:.1f} / p95 {p['p95']:.1f} / p99 {p['p99']:.1f} ms" if p["p50"] is not None else "no latency figures"))

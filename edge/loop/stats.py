@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Deque, Dict, Optional
+from typing import Any, Deque, Dict, Optional
 
 import numpy as np
 
@@ -24,6 +24,9 @@ class LoopStats:
         self.dropped_source = 0
         self.dropped_sinks = 0
         self.reconnects = 0
+        self.skipped = 0
+        # The run's drift monitor (edgesight.edge.loop.drift), None when drift is not measured.
+        self.drift: Optional[Any] = None
         self._last_report = self.started
         self._frames_at_report = 0
         self.recent_fps = 0.0
@@ -67,8 +70,10 @@ class LoopStats:
             "dropped": self.dropped_source,
             "dropped_sink_items": self.dropped_sinks,
             "reconnects": self.reconnects,
+            "skipped": self.skipped,
             "latency_ms": self.percentiles(),
             "stages_ms": {k: round(v / self.frames, 4) for k, v in self.stage_sum.items()} if self.frames else {},
+            "drift": self.drift.to_dict() if self.drift is not None else None,
         }
 
     def line(self) -> str:

@@ -4,22 +4,29 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Tuple
 
 from ..errors import BundleError
+from .baseline import Baseline
 from .spec import ModelInfo, PreprocessSpec, read_labels, read_model_info, resolve_labels
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """A model ready to load: where its .tflite is and what ``model.json`` says about it."""
+    """A model ready to load: where its .tflite is and what ``model.json`` says about it.
+
+    ``json_path`` is the model.json ``info`` was read from; None when ``info`` was derived from
+    the .tflite itself (a bare model with embedded or given labels).
+    """
 
     root: Path
     model_path: Path
     info: ModelInfo
     edgetpu: bool
+    json_path: Optional[Path] = None
 
 
 def sha256_file(path: Path) -> str:
@@ -97,7 +104,7 @@ def load_bundle(path: Path, labels: Optional[Sequence[str]] = None, prefer_edget
         chosen = compiled if prefer_edgetpu and compiled.is_file() else model_path
         if verify:
             _check_sha(chosen, info, path / "model.json")
-        return Bundle(path, chosen, info, chosen == compiled)
+        return Bundle(path, chosen, info, chosen == compiled, path / "model.json")
     if not path.is_file():
         raise BundleError(f"{path}: no such model file or bundle folder")
     if path.suffix.lower() != ".tflite":
@@ -112,8 +119,66 @@ def load_bundle(path: Path, labels: Optional[Sequence[str]] = None, prefer_edget
                               "give the bundle folder, or --labels to run this model on its own")
         if verify:
             _check_sha(path, info, sibling)
-        return Bundle(path.parent, path, info, edgetpu)
+        return Bundle(path.parent, path, info, edgetpu, sibling)
     return Bundle(path.parent, path, _info_from_tflite(path, labels), edgetpu)
+
+
+def check_model_json(bundle: Bundle, model: Any) -> None:
+    """Check that what model.json says matches the loaded model's tensors.
+
+    Compares the input size and channels, the input and output dtype and quantisation (scale,
+    zero point; when model.json records them) and the number of labels (and of the drift
+    baseline's label shares) with the output's class count, so a model.json from another model is refused before the first frame rather than
+    failing inside preprocessing.
+
+    Args:
+        bundle: the loaded bundle (nothing is checked when it has no model.json).
+        model: the :class:`~.interpreter.TFLiteClassifier` made from ``bundle.model_path``.
+
+    Raises:
+        BundleError: one line naming model.json, the field, both values and the fix.
+    """
+    if bundle.json_path is None:
+        return
+    fix = "model.json does not describe this model: copy the whole bundle again or re-run 'edgesight convert'"
+    for field, declared, what, actual, same in _model_json_checks(bundle.info, model):
+        if not same:
+            raise BundleError(f"{bundle.json_path}: {field} is {declared} but the {what} of {bundle.model_path.name} "
+                              f"is {actual}; {fix}")
+    if len(bundle.info.labels) != model.num_classes:
+        raise BundleError(f"{bundle.json_path}: labels has {len(bundle.info.labels)} names but the output of "
+                          f"{bundle.model_path.name} has {model.num_classes} classes; {fix}")
+    if bundle.info.extra.get("baseline") is not None:  # the drift baseline: one share per label
+        Baseline.from_dict(bundle.info.extra["baseline"], model.num_classes, str(bundle.json_path))
+
+
+def _model_json_checks(info: ModelInfo, model: Any) -> Iterator[Tuple[str, Any, str, Any, bool]]:
+    """``(model.json field, its value, what of the model, its value, whether they agree)``."""
+    spec, shape = info.preprocess, model.input.shape
+    yield "preprocess.height", spec.height, "input height", shape[1], spec.height == shape[1]
+    yield "preprocess.width", spec.width, "input width", shape[2], spec.width == shape[2]
+    # `color` decides the channel count (model.json's `channels` only restates it)
+    yield ("preprocess.color", f"{spec.color} ({spec.channels} channel{'s' if spec.channels > 1 else ''})",
+           "input channel count", shape[3], spec.channels == shape[3])
+    quant = info.extra.get("quantization")
+    for side, tensor in (("input", model.input), ("output", model.output_tensor)):
+        recorded = quant.get(side) if isinstance(quant, dict) else None
+        if not isinstance(recorded, dict):
+            continue  # written before conversion recorded the tensors: nothing to compare
+        for key, what, actual in (("dtype", "dtype", tensor.dtype.name), ("scale", "scale", tensor.scale),
+                                  ("zero_point", "zero point", tensor.zero_point)):
+            if key in recorded:
+                yield f"quantization.{side}.{key}", recorded[key], f"{side} {what}", actual, _same(recorded[key], actual)
+
+
+def _same(declared: Any, actual: Any) -> bool:
+    if isinstance(actual, str):
+        return declared == actual
+    if isinstance(declared, bool) or not isinstance(declared, (int, float)):
+        return False
+    if isinstance(actual, float):  # a scale: JSON keeps it exactly, a hand-edited file may round it
+        return math.isclose(declared, actual, rel_tol=1e-6, abs_tol=1e-12)
+    return declared == actual
 
 
 def _info_from_tflite(path: Path, labels: Optional[Sequence[str]]) -> ModelInfo:

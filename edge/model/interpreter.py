@@ -11,7 +11,7 @@ import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -133,6 +133,62 @@ def _tensor_info(d: dict) -> TensorInfo:
     return TensorInfo(d["name"], int(d["index"]), tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]), float(scale), int(zp))
 
 
+# Roles of a model's outputs: the class scores, and the optional feature vector before the
+# classifier head (``edgesight convert --embedding``).
+SCORES, EMBEDDING = "scores", "embedding"
+# The names edgesight's TFLite metadata gives those outputs.
+_METADATA_ROLES = {"probability": SCORES, "embedding": EMBEDDING}
+
+
+def pick_outputs(outs: Sequence[dict], described: Optional[Mapping[str, Any]], model: Union[str, Path, bytes],
+                 where: str) -> Tuple[dict, Optional[dict]]:
+    """The output details of the class scores and of the embedding (None when the model has
+    none), found by name, never by position: a converter may list two outputs in any order.
+
+    Args:
+        outs: the interpreter's output details.
+        described: model.json's ``outputs`` (``{"scores": {"name": ...}, "embedding": {...}}``);
+            without it a second output is identified by the model's TFLite metadata.
+        model: the model (path or bytes), to read that metadata.
+        where: the model, for messages.
+
+    Raises:
+        BundleError: a described tensor is missing, an output is not described, or nothing
+            says which of two outputs holds the scores.
+    """
+    if described:
+        by_name = {d["name"]: d for d in outs}
+        picked = {}
+        for role in (SCORES, EMBEDDING):
+            entry = described.get(role)
+            if not isinstance(entry, Mapping):
+                continue
+            name = entry.get("name")
+            if name not in by_name:
+                raise BundleError(f"{where}: model.json outputs.{role} names tensor {name!r}, which the model does not have "
+                                  f"({', '.join(map(repr, by_name))}); copy the whole bundle again or re-run 'edgesight convert'")
+            picked[role] = by_name[name]
+        if SCORES not in picked or len(picked) != len(outs):
+            raise BundleError(f"{where}: {len(outs)} output tensors but model.json outputs describes {', '.join(picked) or 'none'}; "
+                              "copy the whole bundle again or re-run 'edgesight convert'")
+        return picked[SCORES], picked.get(EMBEDDING)
+    if len(outs) == 1:
+        return outs[0], None
+    if len(outs) == 2:
+        from .metadata import read_metadata
+
+        try:
+            meta = read_metadata(model if isinstance(model, bytes) else Path(model).read_bytes(), source=where)
+        except (BundleError, OSError):
+            meta = None
+        roles = [_METADATA_ROLES.get(n) for n in (meta.output_names if meta else ())]
+        if sorted(r for r in roles if r) == [EMBEDDING, SCORES]:
+            found = dict(zip(roles, outs))
+            return found[SCORES], found[EMBEDDING]
+    raise BundleError(f"{where}: {len(outs)} output tensors and nothing says which holds the class scores; "
+                      "use the bundle folder (its model.json describes the outputs) or convert the model with edgesight")
+
+
 class TFLiteClassifier:
     """A TFLite image classifier: uint8 pixels in, class probabilities out.
 
@@ -143,6 +199,15 @@ class TFLiteClassifier:
         output: ``probabilities`` or ``logits`` (softmax is applied to logits).
         input_mean, input_std: caller-side normalisation for float inputs (from model.json).
         backend: a loaded :class:`Backend` (default: :func:`load_backend`).
+        outputs: model.json's ``outputs``, naming the scores and embedding tensors (see
+            :func:`pick_outputs`).
+
+    Attributes:
+        embedding_tensor: the embedding output, or None.
+        enrolled: classes enrolled from a few images
+            (:class:`~edgesight.edge.model.enroll.EnrolledSet`), scored after the trained ones
+            by :meth:`output_probabilities`; shared with clones, so an enrolment reaches every
+            interpreter of a running loop.
 
     Raises:
         BundleError: the file is not a TFLite model or its input is not an image.
@@ -157,6 +222,7 @@ class TFLiteClassifier:
         input_mean: float = 0.0,
         input_std: float = 1.0,
         backend: Optional[Backend] = None,
+        outputs: Optional[Mapping[str, Any]] = None,
     ) -> None:
         self.backend = backend or load_backend()
         self._model = model
@@ -179,10 +245,14 @@ class TFLiteClassifier:
         except (ValueError, RuntimeError) as e:
             raise BundleError(f"{where}: not a loadable TFLite model ({str(e).splitlines()[0] if str(e) else type(e).__name__}); give a .tflite file written by a TFLite converter") from e
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
-        if len(ins) != 1 or len(outs) != 1:
-            raise BundleError(f"{where}: expected one input and one output tensor, found {len(ins)} and {len(outs)}")
+        if len(ins) != 1 or not 1 <= len(outs) <= 2:
+            raise BundleError(f"{where}: expected one input and one or two output tensors, found {len(ins)} and {len(outs)}")
+        scores, embedding = pick_outputs(outs, outputs, model, where)
+        self._outputs = outputs
         self.input = _tensor_info(ins[0])
-        self.output_tensor = _tensor_info(outs[0])
+        self.output_tensor = _tensor_info(scores)
+        self.embedding_tensor = _tensor_info(embedding) if embedding is not None else None
+        self._enrolled: List[Any] = [None]
         shape = self.input.shape
         if len(shape) != 4 or shape[3] not in (1, 3):
             raise BundleError(f"{where}: input shape {shape} is not an image (expected 1 x height x width x 1 or 3)")
@@ -195,8 +265,10 @@ class TFLiteClassifier:
 
     def clone(self, num_threads: Optional[int] = None) -> "TFLiteClassifier":
         """Another interpreter of the same model and settings (no delegates), for another thread."""
-        return type(self)(self._model, num_threads=num_threads, output=self.output_kind, input_mean=self.input_mean,
-                          input_std=self.input_std, backend=self.backend)
+        twin = type(self)(self._model, num_threads=num_threads, output=self.output_kind, input_mean=self.input_mean,
+                          input_std=self.input_std, backend=self.backend, outputs=self._outputs)
+        twin._enrolled = self._enrolled
+        return twin
 
     @property
     def input_size(self) -> Tuple[int, int]:
@@ -205,6 +277,26 @@ class TFLiteClassifier:
     @property
     def num_classes(self) -> int:
         return int(self.output_tensor.shape[-1])
+
+    @property
+    def enrolled(self) -> Any:
+        return self._enrolled[0]
+
+    @enrolled.setter
+    def enrolled(self, value: Any) -> None:
+        # One holder for this interpreter and its clones: replacing the set is one assignment.
+        self._enrolled[0] = value if value is not None and len(value) else None
+
+    @property
+    def enrolled_names(self) -> Tuple[str, ...]:
+        """Names of the enrolled classes, in score order after the trained ones."""
+        e = self._enrolled[0]
+        return e.names if e is not None else ()
+
+    @property
+    def num_scores(self) -> int:
+        """Entries of :meth:`output_probabilities`: trained classes plus enrolled ones."""
+        return self.num_classes + len(self.enrolled_names)
 
     def set_pixels(self, pixels: np.ndarray) -> None:
         """Load one ``HxWxC`` uint8 image (already resized) into the input tensor."""
@@ -217,13 +309,30 @@ class TFLiteClassifier:
         return self._interp.get_tensor(self.output_tensor.index)[0]
 
     def output_probabilities(self) -> np.ndarray:
-        """The current output as float32 probabilities (dequantised; softmax for logits)."""
+        """The current output as float32 probabilities (dequantised; softmax for logits),
+        followed by those of the enrolled classes when there are any."""
         out = self.raw_output()
         if self.output_tensor.quantized:
             out = dequantize(out, self.output_tensor.scale, self.output_tensor.zero_point)
         else:
             out = out.astype(np.float32)
-        return softmax(out) if self.output_kind == "logits" else out
+        probs = softmax(out) if self.output_kind == "logits" else out
+        enrolled = self._enrolled[0]
+        if enrolled is not None:
+            probs = enrolled.combine(probs, self.output_embedding())
+        return probs
+
+    def output_embedding(self) -> np.ndarray:
+        """The current embedding output as a float32 vector (dequantised, not normalised).
+
+        Raises:
+            BundleError: the model has no embedding output.
+        """
+        t = self.embedding_tensor
+        if t is None:
+            raise BundleError("this model has no embedding output; convert it again with 'edgesight convert --embedding'")
+        raw = self._interp.get_tensor(t.index)[0]
+        return dequantize(raw, t.scale, t.zero_point) if t.quantized else raw.astype(np.float32)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities for one uint8 image, ``HxWxC`` at the model's input size."""
@@ -233,7 +342,7 @@ class TFLiteClassifier:
 
     def predict_batch(self, batch: np.ndarray, progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
         """Probabilities for ``NxHxWxC`` uint8 images, one invoke each (the model has batch 1)."""
-        out = np.zeros((len(batch), self.num_classes), np.float32)
+        out = np.zeros((len(batch), self.num_scores), np.float32)
         for i, img in enumerate(batch):
             out[i] = self.predict(img)
             if progress:

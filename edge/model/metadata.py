@@ -34,7 +34,7 @@ _METADATA_NAME, _METADATA_BUFFER = 0, 1
 _BUFFER_DATA = 0
 _MM_NAME, _MM_DESCRIPTION, _MM_VERSION, _MM_SUBGRAPHS, _MM_AUTHOR, _MM_LICENSE = range(6)
 _SG_INPUTS, _SG_OUTPUTS = 2, 3
-_TM_CONTENT, _TM_PROCESS_UNITS, _TM_ASSOCIATED_FILES = 3, 4, 6
+_TM_NAME, _TM_CONTENT, _TM_PROCESS_UNITS, _TM_ASSOCIATED_FILES = 0, 3, 4, 6
 _CONTENT_TYPE, _CONTENT_PROPERTIES = 0, 1
 _IMAGE_COLOR_SPACE = 0
 _PU_TYPE, _PU_OPTIONS = 0, 1
@@ -59,6 +59,8 @@ class ModelMetadata:
     values that float32 cannot represent exactly come back rounded); they are empty when the
     input has no NormalizationOptions. ``color_space`` is ``"RGB"``, ``"GRAYSCALE"`` or
     ``"UNKNOWN"``; ``labels`` is empty when the output names no TENSOR_AXIS_LABELS file.
+    ``output_names`` names every output in the model's output order (``probability`` and
+    ``embedding`` for a model converted with an embedding output).
     """
 
     name: str
@@ -70,6 +72,7 @@ class ModelMetadata:
     input_mean: Tuple[float, ...]
     input_std: Tuple[float, ...]
     color_space: str
+    output_names: Tuple[str, ...] = ()
 
 
 def read_metadata(model: bytes, *, source: str = "model") -> Optional[ModelMetadata]:
@@ -105,6 +108,7 @@ def read_metadata(model: bytes, *, source: str = "model") -> Optional[ModelMetad
             input_mean=mean,
             input_std=std,
             color_space=_color_space(inputs[0]) if inputs else "UNKNOWN",
+            output_names=tuple(_string(t, _TM_NAME) for t in outputs),
         )
     except FLATBUFFER_ERRORS as e:
         raise BundleError(

@@ -99,6 +99,16 @@ def decode_image(data: bytes, color: str, where: str = "<bytes>", *, target: Opt
         ImageTooLargeError: above ``max_pixels``.
         ImageReadError: empty or not decodable.
     """
+    img = _decode(data, color, where, target, max_pixels)
+    if img.ndim == 2:
+        return img[:, :, None] if color == "grayscale" else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if color == "grayscale":
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[:, :, None]
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _decode(data: bytes, color: str, where: str, target: Optional[Tuple[int, int]], max_pixels: Optional[int]) -> np.ndarray:
+    """OpenCV's decoding of ``data``: BGR, or 2-D for ``grayscale``; see :func:`decode_image`."""
     if not data:
         raise ImageReadError(f"{where}: empty file (0 bytes)")
     size = image_size(data) if (target or max_pixels) else None
@@ -114,11 +124,14 @@ def decode_image(data: bytes, color: str, where: str = "<bytes>", *, target: Opt
     img = cv2.imdecode(buf, flag)
     if img is None or img.size == 0:
         raise ImageReadError(f"{where}: not a decodable image")
-    if img.ndim == 2:
-        return img[:, :, None] if color == "grayscale" else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    if color == "grayscale":
-        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[:, :, None]
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read ({e.strerror})") from e
 
 
 def read_image(path: Path, color: str = "rgb", *, target: Optional[Tuple[int, int]] = None,
@@ -126,11 +139,19 @@ def read_image(path: Path, color: str = "rgb", *, target: Optional[Tuple[int, in
     """Read an image file as uint8 RGB (or grayscale with one channel); ``target`` and
     ``max_pixels`` as in :func:`decode_image`."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageReadError(f"{path}: cannot read ({e.strerror})") from e
-    return decode_image(data, color, where=str(path), target=target, max_pixels=max_pixels)
+    return decode_image(_read_bytes(path), color, where=str(path), target=target, max_pixels=max_pixels)
+
+
+def read_frame(path: Path, *, target: Optional[Tuple[int, int]] = None, max_pixels: Optional[int] = None) -> np.ndarray:
+    """Read an image file as a BGR uint8 frame, what a camera gives (``HxWx3``); ``target``
+    and ``max_pixels`` as in :func:`decode_image`, so a large file is decoded reduced.
+
+    Raises:
+        ImageTooLargeError: above ``max_pixels``.
+        ImageReadError: unreadable, empty or not decodable.
+    """
+    path = Path(path)
+    return _decode(_read_bytes(path), "rgb", str(path), target, max_pixels)
 
 
 def resize(img: np.ndarray, size: Tuple[int, int], mode: str = "stretch", interpolation: str = "bilinear") -> np.ndarray:

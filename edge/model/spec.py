@@ -14,6 +14,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 from .. import __version__
 from ..errors import BundleError
 from ..fsutil import write_json, write_text
+from .baseline import Baseline
 
 FORMAT = "edgesight.model/1"
 COLORS = ("rgb", "grayscale")
@@ -101,6 +102,16 @@ class ModelInfo:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    @property
+    def baseline(self) -> Optional[Baseline]:
+        """The drift baseline ``convert`` recorded (None for a model converted without one).
+
+        Raises:
+            BundleError: it does not have one share per label.
+        """
+        raw = self.extra.get("baseline")
+        return None if raw is None else Baseline.from_dict(raw, self.num_classes)
+
     def with_extra(self, **kv: Any) -> "ModelInfo":
         return replace(self, extra={**self.extra, **kv})
 
@@ -125,6 +136,10 @@ class ModelInfo:
             pre = PreprocessSpec.from_dict(d["preprocess"])
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{where}: missing or invalid field ({e}); re-export the model with edgesight") from e
+        if d.get("baseline") is not None:
+            # Checked here, so a malformed one is refused when the bundle loads; its number of
+            # classes once the labels are known to match the model (the ``baseline`` property).
+            Baseline.from_dict(d["baseline"], None, where)
         core = {"format", "toolkit_version", "backbone", "labels", "num_classes", "preprocess", "output", "source"}
         return cls(
             labels=labels,

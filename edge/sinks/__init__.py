@@ -9,7 +9,8 @@ Every sink is a :class:`Sink` (``write``, ``close`` and the abilities it declare
 - :class:`HttpSink` — a status page, ``/status`` JSON and an MJPEG stream for any browser.
 - :class:`MqttSink` — events to an MQTT broker (paho-mqtt).
 - :class:`GpioSink` — a pulse on a GPIO pin for chosen labels (gpiozero).
-- :class:`ReviewSink` — frames with chosen labels saved as JPEG files, under a size cap.
+- :class:`CaptureSink` — sampled frames saved as a class-folder dataset (``DIR/<label>/``,
+  ``DIR/_uncertain/``, ``captures.jsonl``) under a size cap, for review and retraining.
 - :class:`AsyncSink` — runs another sink on its own thread so a slow one never stalls inference.
 
 A sink never takes the loop down for a problem of its own at run time (a full disk, a lost broker,
@@ -19,6 +20,7 @@ user must fix before running (a headless OpenCV, an unwritable path, a bad URL) 
 """
 
 from .base import Sink
+from .capture import CaptureSink
 from .console import ConsoleSink
 from .display import DisplaySink
 from .gpio import GpioSink, gpiozero_output
@@ -26,19 +28,18 @@ from .http import HttpSink
 from .jsonl import JsonlSink
 from .mqtt import MqttSink, MqttTarget, parse_mqtt_url
 from .queue import AsyncSink
-from .review import ReviewSink
 from .video import VideoSink
 
 __all__ = [
     "Sink",
     "AsyncSink",
+    "CaptureSink",
     "ConsoleSink",
     "DisplaySink",
     "GpioSink",
     "HttpSink",
     "JsonlSink",
     "MqttSink",
-    "ReviewSink",
     "VideoSink",
     "MqttTarget",
     "parse_mqtt_url",

@@ -27,6 +27,9 @@ class Sink(ABC):
             recorded (a file or folder read frame by frame): a sink that could drop results
             (a queue) must wait instead. False for a camera, where the newest result matters.
         dropped: results this sink dropped so far; the loop adds them to its statistics.
+        never_blocks: :meth:`write` only hands the result to a queue of the sink's own (MQTT's
+            bounded, counted queue), so the loop calls it directly rather than through a
+            second, smaller queue that would drop results before the sink's own sees them.
         quit_requested: True once the user asked to stop through this sink (a window's ``q``
             key); the loop stops after the current frame.
     """
@@ -35,6 +38,7 @@ class Sink(ABC):
     needs_raw_frame: bool = False
     lossless: bool = False
     dropped: int = 0
+    never_blocks: bool = False
     quit_requested: bool = False
 
     @property

@@ -10,7 +10,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Optional, Set, Tuple
+from typing import Any, Deque, Dict, Optional, Set, Tuple
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -81,6 +81,12 @@ class MqttSink(Sink):
         ``<prefix>/label``: the label as plain text, on the first result and each change.
         ``<prefix>/status``: ``online`` when connected, ``offline`` on close, and ``offline``
         as the last will, so the broker announces a device that vanished; always retained.
+        ``<prefix>/drift``: the run's drift object as JSON (see :mod:`edgesight.edge.loop.drift`)
+        with every statistics update and at once when its alert is raised or cleared; always
+        retained, so a dashboard that subscribes later sees the drift state. Nothing is published
+        there for a model without a baseline.
+        ``<prefix>/alert``: ``{"kind": "drift", "alert": true or false, "drift": {...}}`` when the
+        drift alert is raised and when it clears (not retained: an event).
 
     Connecting, reconnecting (with back-off) and sending happen on background threads;
     ``write`` never blocks. At QoS 1/2 every message goes through a bounded queue: while the
@@ -96,6 +102,8 @@ class MqttSink(Sink):
 
     #: QoS 1/2 messages handed to paho and not yet acknowledged, at most.
     WINDOW = 64
+    #: write() only queues (its own bounded, counted queue, or paho's): the loop calls it directly.
+    never_blocks = True
 
     def __init__(
         self,
@@ -140,6 +148,9 @@ class MqttSink(Sink):
         self.topic_result = f"{self.target.prefix}/result"
         self.topic_label = f"{self.target.prefix}/label"
         self.topic_status = f"{self.target.prefix}/status"
+        self.topic_drift = f"{self.target.prefix}/drift"
+        self.topic_alert = f"{self.target.prefix}/alert"
+        self._drift_alert: Optional[bool] = None
         self.published = 0
         self.dropped = 0
         self._change = ChangeFilter()
@@ -153,7 +164,7 @@ class MqttSink(Sink):
         # acknowledged, the ids of the status messages (not counted), and whether paho still
         # holds messages from before a reconnect (then nothing new is handed over).
         self._cond = threading.Condition()
-        self._queue: Deque[Tuple[str, str]] = deque()
+        self._queue: Deque[Tuple[str, str, bool]] = deque()
         self._outstanding = 0
         self._status_mids: Set[int] = set()
         self._resync = False
@@ -234,16 +245,17 @@ class MqttSink(Sink):
                 self.target.display(), reason_code,
             )
 
-    def _publish(self, topic: str, payload: str) -> None:
+    def _publish(self, topic: str, payload: str, retain: Optional[bool] = None) -> None:
+        retain = self.retain if retain is None else retain
         if self.qos:
             with self._cond:
                 if len(self._queue) >= self.max_queued:
                     self._queue.popleft()
                     self._count_drop(f"the queue of {self.max_queued} unsent messages is full; the oldest are dropped")
-                self._queue.append((topic, payload))
+                self._queue.append((topic, payload, retain))
                 self._cond.notify_all()
             return
-        rc = self._client.publish(topic, payload, qos=0, retain=self.retain).rc
+        rc = self._client.publish(topic, payload, qos=0, retain=retain).rc
         if rc == self._mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
             self.published += 1
         else:
@@ -268,10 +280,10 @@ class MqttSink(Sink):
                 self._cond.wait_for(lambda: self._closed or (self._queue and self._ready()))
                 if self._closed:
                     return
-                topic, payload = self._queue.popleft()
+                topic, payload, retain = self._queue.popleft()
                 self._outstanding += 1
             # Outside the lock: paho calls on_publish while holding its own.
-            rc = self._client.publish(topic, payload, qos=self.qos, retain=self.retain).rc
+            rc = self._client.publish(topic, payload, qos=self.qos, retain=retain).rc
             # NO_CONN: the link dropped just now; paho keeps the message and resends it.
             if rc in (codes.MQTT_ERR_SUCCESS, codes.MQTT_ERR_NO_CONN):
                 self.published += 1
@@ -293,6 +305,17 @@ class MqttSink(Sink):
         self._publish(self.topic_result, json.dumps(result.to_event(), ensure_ascii=False, separators=(",", ":")))
         if changed:
             self._publish(self.topic_label, result.label)
+
+    def update_stats(self, stats: Dict[str, Any]) -> None:
+        """Publish the drift object of the statistics (retained), and an alert when its state changed."""
+        drift = stats.get("drift")
+        if not isinstance(drift, dict):
+            return
+        alert = bool(drift.get("alert"))
+        if alert != bool(self._drift_alert) and (alert or self._drift_alert is not None):
+            self._publish(self.topic_alert, _json({"kind": "drift", "alert": alert, "drift": drift}), retain=False)
+        self._drift_alert = alert
+        self._publish(self.topic_drift, _json(drift), retain=True)
 
     def close(self, timeout: float = 2.0) -> None:
         """Send what is queued, announce ``offline``, disconnect and stop the network thread.
@@ -326,6 +349,10 @@ class MqttSink(Sink):
             )
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _import_paho() -> Any:

@@ -6,12 +6,11 @@ import glob
 import logging
 import os
 import time
-from typing import List, Optional
-
-import cv2
+from typing import List, Optional, Tuple
 
 from ..errors import SourceError
 from ..frames import Frame
+from ..model.preprocess import ImageReadError, ImageTooLargeError, read_frame
 from .base import _SourceBase
 
 log = logging.getLogger("edgesight.source")
@@ -61,13 +60,16 @@ def list_images(location: str) -> List[str]:
 class ImageFolderSource(_SourceBase):
     """Images of a folder, a glob pattern or one file, in sorted order (a finite source).
 
-    Images that cannot be decoded are skipped with a warning and counted in ``skipped``; their
-    position still advances ``Frame.index``, so gaps show where they were. ``Frame.path`` names
-    the file each frame came from.
+    Images that cannot be decoded, and PNG or JPEG files above ``max_pixels``, are skipped with
+    a warning and counted in ``skipped``; their position still advances ``Frame.index``, so gaps
+    show where they were. ``Frame.path`` names the file each frame came from.
 
     Args:
         location: folder, glob pattern or image file (see :func:`list_images`).
         loop: start again after the last image instead of ending.
+        target: ``(height, width)`` the frames are classified at: a PNG or JPEG much larger is
+            decoded reduced by 2, 4 or 8 (at least twice ``target`` is kept). None: full size.
+        max_pixels: skip a PNG or JPEG whose header declares more pixels than this.
 
     Raises:
         SourceError: no images found.
@@ -75,10 +77,13 @@ class ImageFolderSource(_SourceBase):
 
     live = False
 
-    def __init__(self, location: str, *, loop: bool = False) -> None:
+    def __init__(self, location: str, *, loop: bool = False, target: Optional[Tuple[int, int]] = None,
+                 max_pixels: Optional[int] = None) -> None:
         self.location = location
         self.paths = list_images(location)
         self.loop = loop
+        self.target = target
+        self.max_pixels = max_pixels
         self.captured = 0
         self.dropped = 0
         self.reconnects = 0
@@ -103,11 +108,15 @@ class ImageFolderSource(_SourceBase):
             self._position += 1
             if path in self._unreadable:
                 continue  # already warned about and counted on an earlier pass
-            image = cv2.imread(path, cv2.IMREAD_COLOR)
-            if image is None:
+            try:
+                image = read_frame(path, target=self.target, max_pixels=self.max_pixels)
+            except ImageReadError as e:
                 self.skipped += 1
                 self._unreadable.add(path)
-                log.warning("skipping %s: not a readable image (corrupt or unsupported)", path)
+                if isinstance(e, ImageTooLargeError):
+                    log.warning("skipping %s", e)  # the message names the file, its size and the limit
+                else:
+                    log.warning("skipping %s: not a readable image (corrupt or unsupported)", path)
                 continue
             self.captured += 1
             return Frame(image=image, index=index, timestamp=time.monotonic(), wall_time=time.time(), path=path)

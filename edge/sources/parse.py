@@ -102,6 +102,8 @@ def open_source(
     open_timeout: Optional[float] = None,
     prefetch: Optional[int] = None,
     compute_threads: Optional[int] = None,
+    target: Optional[Tuple[int, int]] = None,
+    max_pixels: Optional[int] = None,
 ) -> FrameSource:
     """Open the frame source a ``--source`` value names.
 
@@ -134,6 +136,9 @@ def open_source(
         prefetch: frames of a video file or image folder decoded ahead on a worker thread
             (0: decode on the caller's thread; None: :func:`auto_prefetch` decides).
         compute_threads: interpreter threads of the consumer, for ``prefetch=None``.
+        target: for image files: the ``(height, width)`` frames are classified at; a much
+            larger PNG or JPEG is decoded reduced (None: full size).
+        max_pixels: for image files: skip, with a warning, a PNG or JPEG with more pixels.
 
     Returns:
         The source; use it as a context manager or call ``close()``.
@@ -190,19 +195,20 @@ def open_source(
     if prefetch is None:
         prefetch = auto_prefetch(compute_threads)
     ahead = (lambda src: DecodeAhead(src, prefetch)) if prefetch > 0 else (lambda src: src)
+    images = dict(loop=loop, target=target, max_pixels=max_pixels)
     if os.path.isdir(path):
-        return ahead(ImageFolderSource(path, loop=loop))
+        return ahead(ImageFolderSource(path, **images))
     if os.path.isfile(path):
         ext = os.path.splitext(path)[1].lower()
         if ext in VIDEO_EXTENSIONS:
             video = VideoFileSource(path, realtime=realtime, loop=loop)
             return video if realtime else ahead(video)
         if ext in IMAGE_EXTENSIONS:
-            return ImageFolderSource(path, loop=loop)
+            return ImageFolderSource(path, **images)
         raise SourceError(
             f"source {text} is neither a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) "
             f"nor an image ({', '.join(sorted(IMAGE_EXTENSIONS))}): convert it or rename it"
         )
     if any(c in path for c in "*?["):
-        return ahead(ImageFolderSource(path, loop=loop))
+        return ahead(ImageFolderSource(path, **images))
     raise SourceError(f"source '{text}' not found: give {SPEC_HELP}")

@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..model.bundle import Bundle
+from ..model.bundle import Bundle, check_model_json
 from ..model.interpreter import Backend, TFLiteClassifier
 from ..model.postprocess import Decider
 from ..model.preprocess import frame_to_pixels
@@ -55,7 +55,9 @@ def benchmark_bundle(
     backend_name = None
     for n in threads:
         clf = TFLiteClassifier(bundle.model_path, num_threads=n, delegates=delegates_factory() if delegates_factory else (), output=info.output,
-                               input_mean=spec.input_mean[0], input_std=spec.input_std[0], backend=backend)
+                               input_mean=spec.input_mean[0], input_std=spec.input_std[0], backend=backend,
+                               outputs=info.extra.get("outputs"))
+        check_model_json(bundle, clf)
         backend_name = f"{clf.backend.name} {clf.backend.version}"
         for i in range(warmup):
             clf.predict(frame_to_pixels(frames[i % len(frames)], spec))

@@ -182,7 +182,7 @@ def _vcgencmd(arg: str) -> str:
 
 
 def _check_bundle(r: Report, bundle: Path, backend, delegate_ok: Optional[bool]) -> bool:
-    from ..model.bundle import load_bundle
+    from ..model.bundle import check_model_json, load_bundle
     from ..errors import EdgesightError
     from ..model.interpreter import TFLiteClassifier
 
@@ -196,7 +196,8 @@ def _check_bundle(r: Report, bundle: Path, backend, delegate_ok: Optional[bool])
         return False
     compiled = (b.root / "model_edgetpu.tflite").is_file() if b.root.is_dir() else False
     try:
-        clf = TFLiteClassifier(b.model_path, backend=backend)
+        clf = TFLiteClassifier(b.model_path, backend=backend, outputs=b.info.extra.get("outputs"))
+        check_model_json(b, clf)
         clf.invoke()
         r.add("bundle loads", True, f"{clf.input.dtype.name} input {list(clf.input.shape)} runs on {backend.name}")
     except EdgesightError as e:

@@ -49,7 +49,8 @@ def _keras_and_tflite_probs(run: Path, bundle: Path):
 
 def test_int8_bundle_contents(int8_bundle, trained_run):
     out, res = int8_bundle
-    assert {p.name for p in out.iterdir()} == {"model.tflite", "labels.txt", "model.json", "conversion_report.json", "converter.log", "reliability.png"}
+    assert {p.name for p in out.iterdir()} == {"model.tflite", "labels.txt", "model.json", "conversion_report.json", "converter.log", "reliability.png",
+                                             "reference_embeddings.npy"}
     assert not out.with_name(out.name + ".partial").exists()
     info = json.loads((out / "model.json").read_text())
     data = (out / "model.tflite").read_bytes()

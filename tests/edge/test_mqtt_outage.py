@@ -98,3 +98,27 @@ def test_mqtt_qos0_without_broker_drops_and_counts():
         lossy.write(make_frame(i), make_result(index=i), None)
     lossy.close()
     assert (lossy.published, lossy.dropped) == (0, 4)  # 3 results + the first label
+
+
+def test_mqtt_sink_is_not_put_behind_a_small_queue(tmp_path):
+    # MqttSink.write only queues (its own 10,000-message queue at QoS 1/2): wrapped in the loop's
+    # 8-result AsyncSink, a burst of results from a camera would be dropped before reaching it.
+    from edgesight.edge.loop.config import RunConfig
+    from edgesight.edge.loop.session import make_sinks
+    from edgesight.edge.sinks import AsyncSink, JsonlSink
+
+    cfg = RunConfig(source="0", mqtt=f"mqtt://127.0.0.1:{free_port()}/run", mqtt_qos=1, quiet=True, jsonl=str(tmp_path / "r.jsonl"))
+    sinks = make_sinks(cfg)
+    try:
+        kinds = sorted(type(s).__name__ for s in sinks)
+        assert kinds == ["AsyncSink", "MqttSink"]
+        assert isinstance(next(s for s in sinks if isinstance(s, AsyncSink)).inner, JsonlSink)
+        # A burst far beyond the small queue's 8 results, with the broker unreachable: every
+        # QoS 1 result is kept in the sink's own queue, none is dropped.
+        mqtt = next(s for s in sinks if type(s).__name__ == "MqttSink")
+        for i in range(500):
+            mqtt.write(make_frame(i), make_result("x", index=i), None)
+        assert mqtt.dropped == 0
+    finally:
+        for s in sinks:
+            s.close()

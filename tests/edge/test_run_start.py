@@ -67,7 +67,7 @@ def test_status_pairs_a_result_with_the_statistics_that_count_it(color_bundle, t
     for i in range(4):
         cv2.imwrite(str(folder / f"{i}.png"), np.full((48, 64, 3), 60 * i, np.uint8))
     probe = StatusProbe()
-    monkeypatch.setattr(session, "make_sinks", lambda cfg, echo: [probe])
+    monkeypatch.setattr(session, "make_sinks", lambda cfg, echo, **kw: [probe])
     code, _, err = run_cli(["run", color_bundle, "--source", folder, "--loop", "--max-frames", "300",
                             "--stats-interval", "0.01", "--status-file", tmp_path / "status.json", "-q"], capsys)
     assert code == 0, err

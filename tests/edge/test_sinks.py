@@ -31,7 +31,6 @@ from edgesight.edge.sinks import (
     HttpSink,
     JsonlSink,
     MqttSink,
-    ReviewSink,
     Sink,
     VideoSink,
     parse_mqtt_url,
@@ -353,7 +352,8 @@ def test_http_binds_localhost_and_serves_status_page_and_404(http_sink):
     http_sink.write(make_frame(7), result, None)
     http_sink.update_stats({"fps": 9.5, "dropped": 2})
     status, _, body = http_get(http_sink, "/status")
-    assert json.loads(body) == {"result": result.to_event(), "stats": {"fps": 9.5, "dropped": 2}, "latest": result.to_event(), "clients": 0}
+    assert json.loads(body) == {"result": result.to_event(), "stats": {"fps": 9.5, "dropped": 2}, "latest": result.to_event(), "clients": 0,
+                                "drift": None}
     # a snapshot keeps its own result; the newest frame's goes under "latest", which the page shows
     http_sink.update_stats({"frames": 8, "result": result.to_event()})
     newer = make_result("cat", 0.9, 8)
@@ -363,7 +363,7 @@ def test_http_binds_localhost_and_serves_status_page_and_404(http_sink):
 
     status, ctype, body = http_get(http_sink, "/")
     assert status == 200 and ctype.startswith("text/html")
-    assert b"/stream.mjpg" in body and b'fetch("/status"' in body
+    assert b"/stream.mjpg" in body and b'src="/static/live.js"' in body
 
     status, _, _ = http_get(http_sink, "/favicon.ico")
     assert status == 404
@@ -844,27 +844,3 @@ def test_async_sink_close_gives_up_after_the_timeout(caplog):
     assert sink.dropped == 3 and "slow-nfs" in caplog.text
     assert wait_until(lambda: inner.closed, 2.0), "closed once the current write returns"
     assert inner.labels == ["cat"]
-
-
-def test_review_sink_keeps_matching_frames_under_a_size_cap(tmp_path):
-    rng = np.random.default_rng(0)
-    sink = ReviewSink(tmp_path / "rejects", ["defect", "unknown"], max_mb=0.05)
-    for i in range(40):
-        img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)  # noise: ~10 kB as JPEG
-        label = ["ok", "defect", "unknown"][i % 3]
-        frame = Frame(image=img, index=i, timestamp=0.0, wall_time=1_700_000_000 + i)
-        sink.write(frame, Result(i, 0.0, 1_700_000_000 + i, label, 0.9, [], 1.0), None)
-    files = sorted((tmp_path / "rejects").glob("*.jpg"))
-    total = sum(p.stat().st_size for p in files)
-    assert sink.saved == 26 and sink.deleted == sink.saved - len(files) > 0
-    assert total <= 0.05 * 2**20
-    assert all(p.name.endswith(("-defect.jpg", "-unknown.jpg")) for p in files)
-    assert files[-1].name.split("-")[2] == "00000038"  # the newest frame survives
-    assert cv2.imdecode(np.frombuffer(files[-1].read_bytes(), np.uint8), cv2.IMREAD_COLOR).shape == (60, 80, 3)
-    again = ReviewSink(tmp_path / "rejects", ["defect"], max_mb=0.05)
-    assert again._total == total  # a restart counts the files already there
-
-
-def test_review_sink_needs_labels(tmp_path):
-    with pytest.raises(EdgesightError, match="at least one --review-label"):
-        ReviewSink(tmp_path, [])

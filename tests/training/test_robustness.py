@@ -142,3 +142,48 @@ def test_robust_preset_trains_and_leaves_no_trace_in_the_exported_model(tmp_path
         config = z.read("config.json").decode()
     assert "aug_" not in config and "RandomBlur" not in config and "RandomJpeg" not in config
     assert "augment: robust" in (out / "config.yaml").read_text()
+
+
+def test_robust_layers_leave_most_images_clean_and_stay_in_range():
+    from edgesight.training.robust_augment import RATES, robust_layers
+
+    x = np.random.default_rng(1).uniform(0, 255, (400, 16, 16, 3)).astype("float32")
+    layers = robust_layers(seed=4)
+    untouched = np.ones(len(x), bool)
+    for layer, rate in zip(layers, RATES.values()):
+        np.testing.assert_array_equal(np.asarray(layer(x)), x)  # training unset: the identity
+        np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+        y = np.asarray(layer(x, training=True))
+        assert y.shape == x.shape and y.min() >= 0 and y.max() <= 255
+        changed = np.abs(y - x).reshape(len(x), -1).max(axis=1) > 1e-3
+        spread = 4 * np.sqrt(rate * (1 - rate) / len(x))  # four binomial standard deviations
+        assert abs(changed.mean() - rate) < spread, layer.name
+        untouched &= ~changed
+    assert 0.35 < untouched.mean() < 0.6  # about half of the images see none of them
+
+
+def test_robust_strengths_ramp_up_with_the_images_seen():
+    from edgesight.training.robust_augment import RandomNoise
+
+    x = np.full((200, 16, 16, 1), 128.0, np.float32)
+    layer = RandomNoise(1.0, max_sigma=0.38, seed=3, ramp_images=1000, ramp_start=0.3)
+    layer(x)  # inference does not count
+    assert float(np.asarray(layer.images_seen)) == 0
+    first = np.asarray(layer(x, training=True)).reshape(len(x), -1).std(axis=1)
+    assert first.max() < 1.1 * 0.3 * 0.38 * 255  # 30 % of the range at the start
+    for _ in range(5):
+        layer(x, training=True)
+    assert float(np.asarray(layer.images_seen)) == 1000  # counts up to the ramp's end, then stays
+    last = np.asarray(layer(x, training=True)).reshape(len(x), -1).std(axis=1)
+    assert last.max() > 1.5 * 0.3 * 0.38 * 255
+
+
+def test_robust_low_contrast_blends_towards_the_mean_or_a_bright_veil():
+    from edgesight.training.robust_augment import RandomExposure
+
+    x = np.random.default_rng(2).uniform(0, 80, (64, 16, 16, 3)).astype("float32")
+    flat = np.asarray(RandomExposure(1.0, modes=(1, 0, 0), veil=0.0, seed=1)(x, training=True))
+    np.testing.assert_allclose(flat.mean(axis=(1, 2, 3)), x.mean(axis=(1, 2, 3)), rtol=1e-4)
+    assert (flat.std(axis=(1, 2, 3)) <= x.std(axis=(1, 2, 3)) + 1e-3).all()
+    veiled = np.asarray(RandomExposure(1.0, modes=(1, 0, 0), veil=1.0, seed=1)(x, training=True))
+    assert (veiled.mean(axis=(1, 2, 3)) > x.mean(axis=(1, 2, 3)) + 1).all() and veiled.max() <= 0.95 * 255

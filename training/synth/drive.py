@@ -24,6 +24,10 @@ from .sign_drawing import SIGN_CLASSES, check_kinds
 
 _SHIFT = 4  # fractional bits of OpenCV drawing coordinates, so the road is placed to 1/16 px
 _SLOT_SECONDS = 2.0  # one sign per slot of the drive video: 10 classes need 20 s
+# How the light of a dusk drive differs from daylight: exposure scale, per-channel gain in
+# OpenCV's BGR order (blue kept, red lost: the sky's light after sunset), a steeper gamma (dark
+# midtones) and the sensor noise of a camera at high gain.
+DUSK = {"exposure": 0.4, "tint_bgr": (1.15, 0.9, 0.7), "gamma": 1.2, "noise": 3.0}
 
 
 def drive_roi(size: Tuple[int, int] = (640, 360)) -> Tuple[int, int, int, int]:
@@ -168,6 +172,7 @@ def make_drive_video(
     size: Tuple[int, int] = (640, 360),
     seed: int = 0,
     sign_size: Tuple[float, float] = (0.4, 0.92),
+    dusk: bool = False,
 ) -> List[dict]:
     """Write a generated dashcam video of a drive past roadside traffic signs.
 
@@ -185,6 +190,8 @@ def make_drive_video(
         seed: Seed of the generator; the same seed gives the same video and timeline.
         sign_size: Side of the sign over the side of the region of interest when it appears
             and when it is passed.
+        dusk: Drive at dusk: the same road, signs and timeline as the daylight drive of this
+            seed, but darker, bluer and noisier (see ``DUSK``), as a camera sees them after sunset.
 
     Returns:
         The timeline, one dict per sign in order: ``label``, ``start_frame`` and ``end_frame``
@@ -214,9 +221,10 @@ def make_drive_video(
     signs = [_drive_sign(label, start, end, roi, sign_size, rng) for label, start, end in plan]
     # A small bank of noise fields, cycled at random: fresh gaussian noise every frame would
     # cost more than everything else together.
-    noise = rng.normal(0, rng.uniform(2, 5), (4, h, w, 3)).astype(np.int16)
-    lut_base = rng.uniform(0.85, 1.1, 3)
-    gamma = rng.uniform(0.8, 1.25)
+    light = DUSK if dusk else {"exposure": 1.0, "tint_bgr": (1.0, 1.0, 1.0), "gamma": 1.0, "noise": 1.0}
+    noise = rng.normal(0, rng.uniform(2, 5) * light["noise"], (4, h, w, 3)).astype(np.int16)
+    lut_base = rng.uniform(0.85, 1.1, 3) * np.asarray(light["tint_bgr"])
+    gamma = rng.uniform(0.8, 1.25) * light["gamma"]
     light_phase = rng.uniform(0, 2 * np.pi, 2)
     ramp = np.arange(256, dtype=np.float32) / 255
 
@@ -241,7 +249,7 @@ def make_drive_video(
                     timeline.append({"label": s["label"], "start_frame": s["start"], "end_frame": s["end"], "bbox_at_end": list(bbox), "roi": list(roi)})
             # Passing clouds: exposure drifts slowly instead of jumping between signs.
             t = i / fps
-            exposure = 1 + 0.12 * math.sin(t / 3.1 + light_phase[0]) + 0.06 * math.sin(t / 1.3 + light_phase[1])
+            exposure = (1 + 0.12 * math.sin(t / 3.1 + light_phase[0]) + 0.06 * math.sin(t / 1.3 + light_phase[1])) * light["exposure"]
             lut = np.clip(((ramp * exposure) ** gamma)[:, None] * lut_base[None, :] * 255, 0, 255)
             frame = cv2.LUT(frame, lut.astype(np.uint8).reshape(256, 1, 3))
             if blur > 1:
@@ -261,6 +269,7 @@ def make_drive_video(
         "frames": n_frames,
         "roi": list(roi),
         "classes": list(classes),
+        "lighting": "dusk" if dusk else "day",
         "signs": timeline,
     })
     return timeline
