@@ -56,6 +56,7 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..model.baseline import PSEUDO_COUNT, Baseline, input_stats, psi_shares, score_bin
 
 log = logging.getLogger("edgesight.drift")
@@ -80,7 +81,7 @@ class DriftMonitor:
 
     def __init__(self, baseline: Baseline, window: int = 300, threshold: float = 0.5, shift: float = 2.0) -> None:
         if window < MIN_FRAMES:
-            raise ValueError(f"a drift window of {window} frames is too short; use at least {MIN_FRAMES}")
+            raise ConfigError(f"a drift window of {window} frames is too short; use at least {MIN_FRAMES}")
         self.baseline = baseline
         self.window = window
         self.threshold = threshold

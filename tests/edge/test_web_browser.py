@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -117,6 +116,7 @@ def test_review_page_files_two_captures_by_click_and_key(browser, tmp_path):
         page.goto(server.url + "?token=s3cret")  # / leads to /review, keeping the token
         page.wait_for_selector("article.item")
         assert page.inner_text("#count") == "4 to review, 4 in all"
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         groups = page.eval_on_selector_all("section.group h2", "hs => hs.map(h => h.textContent)")
         assert groups == ["Uncertain (2)", "green (1)", "red (1)"]
         page.screenshot(path=str(tmp_path / "review-before.png"), full_page=True)

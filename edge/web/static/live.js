@@ -15,8 +15,7 @@ function fixed(v, digits) {
   return typeof v === "number" && isFinite(v) ? v.toFixed(digits) : "-";
 }
 
-function showNow(s) {
-  const now = s.latest || s.result;
+function showLabel(now) {
   if (now) {
     const label = $("label");
     if (label.textContent !== now.label) {
@@ -29,6 +28,11 @@ function showNow(s) {
     bar.style.width = Math.max(0, Math.min(100, 100 * now.score)).toFixed(1) + "%";
     bar.style.background = labelColour(now.label, state.labels);
   }
+}
+
+function showNow(s) {
+  // The label follows /history (polled more often) once it has entries.
+  if (!state.items.length) showLabel(s.latest || s.result);
   const st = s.stats || {};
   const lat = st.latency_ms || {};
   $("fps").textContent = fixed(st.fps, 1);
@@ -171,6 +175,7 @@ async function pollHistory() {
       state.seq = it.seq;
     }
     if (state.items.length > 2400) state.items.splice(0, state.items.length - 2400);
+    if (h.items.length) showLabel(h.items[h.items.length - 1]);
     document.body.dataset.labelChanges = String(state.changes);
     drawChart();
     drawTimeline();
@@ -219,7 +224,7 @@ async function start() {
   pollHistory();
   pollCaptures();
   setInterval(pollStatus, 1000);
-  setInterval(pollHistory, 500);
+  setInterval(pollHistory, 300);
   setInterval(pollCaptures, 3000);
   window.addEventListener("resize", () => { drawChart(); drawTimeline(); });
 }
