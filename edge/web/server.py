@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, quote, urlsplit
 
 from ..errors import ConfigError, EdgesightError
-from ..urls import protection_problem
+from ..urls import is_loopback, protection_problem
 
 logger = logging.getLogger("edgesight.web")
 
@@ -124,7 +124,10 @@ class Request(BaseHTTPRequestHandler):
 
     def require_write_intent(self) -> None:
         """A request that changes files: JSON body and the :data:`WRITE_HEADER`, which a page of
-        another origin cannot send without a preflight (this server grants none)."""
+        another origin cannot send without a preflight (this server grants none). Refused on a
+        page served to the network without a token."""
+        if self.web.writes_refusal:
+            raise HttpError(403, self.web.writes_refusal)
         if not self.headers.get(WRITE_HEADER):
             raise HttpError(403, f"this request changes files: send the {WRITE_HEADER}: 1 header (the relabel page does)")
         if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
@@ -289,6 +292,10 @@ class WebServer:
         if problem:
             raise ConfigError(problem)
         self.token = token or None
+        # Without a token on an address other machines reach (--http-insecure), anyone on the
+        # network could move files: requests that change something are refused.
+        self.writes_refusal: Optional[str] = None if self.token or is_loopback(host) else \
+            "changes are off on a page served to the network without a token; give --http-token"
         self.routes = dict(routes)
         self.max_body = int(max_body)
         self._allowed = {"localhost", host.lower(), *(h.lower().rstrip(".") for h in allow_hosts)}

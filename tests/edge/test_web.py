@@ -222,6 +222,22 @@ def test_moves_need_the_token_the_header_and_the_same_origin(clf, tmp_path):
         sink.close()
 
 
+def test_moves_are_off_on_a_network_page_without_a_token(clf, tmp_path):
+    # --http-insecure serves the page to the network without a token: anyone there may look,
+    # but nobody may move files.
+    folder = make_capture_folder(tmp_path / "captures")
+    before = tree(folder)
+    sink = HttpSink(host="0.0.0.0", port=0, labels=clf.labels, captures=folder, insecure=True)
+    try:
+        file = "red/" + next((folder / "red").iterdir()).name
+        port = sink.address[1]
+        status, body = move(("127.0.0.1", port), file, "green", {"Host": f"127.0.0.1:{port}"})
+        assert (status, body) == (403, {"error": "changes are off on a page served to the network without a token; give --http-token"})
+        assert tree(folder) == before and len(read_records(folder)) == 4
+    finally:
+        sink.close()
+
+
 def test_capture_folder_learns_its_classes_and_says_when_it_cannot(tmp_path):
     folder = CaptureFolder(make_capture_folder(tmp_path / "c"))
     assert folder.labels == ["blue", "green", "red"]
