@@ -1,18 +1,22 @@
 """Robustness of the demo's model: its default augmentation vs ``--augment robust``.
 
-    python -m benchmarks.robustness                 # two trainings, two conversions (about 8 min on 2 cores)
-    python -m benchmarks.robustness --work DIR      # reuse what DIR already holds
+    python -m benchmarks.robustness                     # two trainings, two conversions (about 20 min on 2 busy cores)
+    python -m benchmarks.robustness --robust-epochs 14  # the robust run on the demo's schedule too
+    python -m benchmarks.robustness --work DIR          # reuse what DIR already holds
 
-Both runs use the demo's training recipe (rendered traffic signs, cnn_small at 48x48, 14 epochs,
+Both runs use the demo's training recipe (rendered traffic signs, cnn_small at 48x48,
 ``api/demo.py``) without its time budget, so the machine's speed does not decide how many epochs
-either gets; only ``--augment`` differs. Each is converted as the demo converts (int8, 200
-calibration images) and measured with ``edgesight evaluate RUN --robustness --bundle BUNDLE`` on
-its test split (the same 240 images for both). Work goes to ``benchmarks/work/robustness/``; a
-finished step there is reused.
+either gets. The ``light`` run keeps the demo's 14 epochs; the ``robust`` run gets
+``--robust-epochs`` (default 30: on 14 it does not converge, see ``benchmarks/README.md``).
+Each is converted as the demo converts (int8, 200 calibration images) and measured with
+``edgesight evaluate RUN --robustness --bundle BUNDLE`` on its test split (the same 240 images
+for both). Work goes to ``benchmarks/work/robustness/``; a finished step there is reused (delete
+``run-robust`` to retrain the robust run).
 
-The ``robust`` preset trains on occlusion, blur, exposure, contrast, noise and JPEG; the report's
-``haze`` and ``low_resolution`` have no augmentation of their own, so they show how much of the
-gain carries over to corruptions the model never saw in training.
+The ``robust`` preset trains on occlusion, blur, low contrast and a bright veil, exposure, noise
+and JPEG; the veil is close to the report's ``haze``, so only ``low_resolution`` has no
+augmentation of its own: it shows how much of the gain carries over to a corruption the model
+never saw in training.
 """
 
 from __future__ import annotations
@@ -29,10 +33,13 @@ WORK = ROOT / "work" / "robustness"
 # The demo's data and TrainConfig (api/demo.py), as CLI flags.
 SYNTH = ["datasets", "synth", "--kind", "traffic-signs", "--per-class", "160", "--size", "96", "--seed", "0"]
 DEMO_EPOCHS = 14
+ROBUST_EPOCHS = 30
 TRAIN = ["--model", "cnn_small", "--img-size", "48", "--batch-size", "32", "--lr", "3e-3", "--no-hflip",
          "--early-stopping", "4", "--seed", "0", "--val-split", "0.15", "--test-split", "0.15", "--interpolation", "area"]
 CONVERT = ["--quant", "int8", "--num-calib", "200", "--max-drop", "2.0"]
-HELD_OUT = ("haze", "low_resolution")
+HELD_OUT = ("low_resolution",)
+# What the robust preset should reach on this model (int8 and float alike).
+GOAL = {"clean_accuracy": 0.99, "mean_severity_1_to_3": 0.97, "worst_accuracy_at_severity_3": 0.90}
 
 
 def _train_seconds(log: Path) -> Any:
@@ -73,12 +80,13 @@ def run_one(work: Path, data: Path, augment: str, epochs: int = DEMO_EPOCHS) -> 
             "mean_by_corruption": m["mean_by_corruption"],
             "accuracy": grid,
         }
+        row[name]["meets_goal"] = all(row[name][k] >= v for k, v in GOAL.items())
     return row
 
 
 def table(rows: List[Dict[str, Any]]) -> None:
     header = ["augment", "model", "clean %", "mean corruption % (sev 1-5)", "retained (mean / clean)", "mean sev 1-3 %", "worst at sev 3",
-              "held out (haze, low res) %", "epochs (best)"]
+              "held out (low res) %", "epochs (best)"]
     out = []
     for r in rows:
         for name in ("float", "int8"):
@@ -93,7 +101,7 @@ def table(rows: List[Dict[str, Any]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=WORK, help="folder for the data, runs, bundles and reports")
-    ap.add_argument("--robust-epochs", type=int, default=DEMO_EPOCHS,
+    ap.add_argument("--robust-epochs", type=int, default=ROBUST_EPOCHS,
                     help=f"epochs of the robust run (the light run keeps the demo's {DEMO_EPOCHS}); delete its run folder to retrain")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -108,7 +116,7 @@ def main() -> None:
                                "args": {"data": "edgesight " + " ".join(SYNTH[:2]) + " DATA " + " ".join(SYNTH[2:]),
                                         "convert": "edgesight convert RUN --out BUNDLE " + " ".join(CONVERT),
                                         "evaluate": "edgesight evaluate RUN --robustness --bundle BUNDLE",
-                                        "held_out_corruptions": list(HELD_OUT)},
+                                        "held_out_corruptions": list(HELD_OUT), "robust_epochs": a.robust_epochs, "goal": GOAL},
                                "rows": rows, "robust_minus_light": gain})
     table(rows)
     print(json.dumps(gain, indent=2))

@@ -13,9 +13,10 @@ PRESETS: Dict[str, Optional[Dict[str, float]]] = {
     "light": {"rotation": 0.02, "zoom": 0.05, "translation": 0.05, "brightness": 0.05, "contrast": 0.05},
     "standard": {"rotation": 0.05, "zoom": 0.1, "translation": 0.1, "brightness": 0.1, "contrast": 0.15},
     "strong": {"rotation": 0.1, "zoom": 0.2, "translation": 0.15, "brightness": 0.2, "contrast": 0.3},
-    # Light geometry with tilts up to about 15 degrees, then the camera corruptions of
-    # robust_augment.py in place of brightness and contrast: occlusion, blur, exposure and
-    # contrast, noise, JPEG.
+    # Light geometry with tilts up to 14 degrees, then the camera corruptions of
+    # robust_augment.py in place of brightness and contrast: occlusion, blur, low contrast or a
+    # bright veil, exposure, noise, JPEG, their strengths ramping up over the first epochs. It
+    # needs more epochs than the others (the demo's model: 30 against 14).
     "robust": {"rotation": 0.04, "zoom": 0.05, "translation": 0.05},
 }
 
@@ -25,7 +26,7 @@ def build_augmentation(preset: str, hflip: bool = True, seed: Optional[int] = No
 
     Args:
         preset: ``none``, ``light``, ``standard``, ``strong`` or ``robust`` (field
-            corruptions: occlusion, blur, exposure, contrast, noise, JPEG).
+            corruptions: occlusion, blur, low contrast and veil, exposure, noise, JPEG).
         hflip: add random horizontal flips (turn off for traffic signs and text, where a
             mirrored image is a different class).
         seed: seed for the random layers.

@@ -213,10 +213,13 @@ def _base_split(data: Path, run: Optional[Path], dry_run: bool, has_images: bool
         return (empty, DEFAULT_SEED, DEFAULT_VAL, DEFAULT_TEST), f"{verb} the added images as train/val in {pin}"
     if run is not None:
         sp = Split.load(Path(run) / "split.json")
-        if Path(sp.source).resolve() != data.resolve():
-            raise DatasetError(f"{run}/split.json: that run was trained on {sp.source}, not {data}; "
-                               "give a run trained on this dataset, or leave out --run")
         why = f"as {run} split them"
+        if Path(sp.source).resolve() != data.resolve():
+            moved = _moved_split(sp, data)
+            if moved is None:
+                raise DatasetError(f"{run}/split.json: that run was trained on {sp.source}, not {data}; "
+                                   "give a run trained on this dataset, or leave out --run")
+            sp, why = moved, f"as {run} split them in {sp.source}, of which {data} is a copy"
     else:
         sp = make_split(scan_dataset(data, progress=False), DEFAULT_VAL, DEFAULT_TEST, DEFAULT_SEED)
         why = (f"as 'edgesight train' splits them by default, seed {DEFAULT_SEED}; "
@@ -224,6 +227,31 @@ def _base_split(data: Path, run: Optional[Path], dry_run: bool, has_images: bool
     samples = {name: sp.samples(name) for name in PIN_SPLITS}
     return (samples, sp.seed, sp.val_fraction, sp.test_fraction), (f"{verb} the split of the images already in {data} ({why}) "
                                                                     f"and the added ones as train/val in {pin}")
+
+
+def _moved_split(sp: Split, data: Path) -> Optional[Split]:
+    """``sp`` with its images found under ``data`` instead of ``sp.root`` (the dataset copied or
+    moved since the run: split.json records paths relative to its root), or None when one of
+    them is not there at the same relative path."""
+    root = data.resolve()
+
+    def moved(samples: List[Sample]) -> Optional[List[Sample]]:
+        out = []
+        for s in samples:
+            try:
+                rel = Path(s.path).relative_to(sp.root)
+            except ValueError:
+                return None
+            if not (root / rel).is_file():
+                return None
+            out.append(Sample(str(root / rel), s.label))
+        return out
+
+    parts = {name: moved(sp.samples(name)) for name in PIN_SPLITS}
+    if any(v is None for v in parts.values()) or not any(parts.values()):
+        return None
+    return Split(root=root, source=str(root), layout=sp.layout, classes=sp.classes, seed=sp.seed,
+                 val_fraction=sp.val_fraction, test_fraction=sp.test_fraction, **parts)
 
 
 def _write_pins(data: Path, known: Base, added: List[Tuple[Path, str, str]]) -> None:

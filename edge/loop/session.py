@@ -42,7 +42,7 @@ def capture_sink(cfg: RunConfig, clf: Any = None) -> Any:
             sha = sha256_file(bundle.model_path)  # unverified or bare: record what actually ran
     return CaptureSink(cfg.capture_dir, labels, model_sha256=sha, source=redact_url(cfg.source), below=cfg.capture_below,
                        margin=cfg.capture_margin, every=cfg.capture_every, random=cfg.capture_random,
-                       max_mb=cfg.capture_cap_mb, only=cfg.capture_labels)
+                       max_mb=cfg.capture_cap_mb, only=cfg.capture_labels, roi=cfg.roi_box)
 
 
 def http_sink(cfg: RunConfig, clf: Any = None) -> Any:
@@ -90,8 +90,10 @@ def make_sinks(cfg: RunConfig, echo: Callable[[str], None] = print, clf: Any = N
         if cfg.http:
             made.append(http_sink(cfg, clf))
         if cfg.mqtt:
+            from ..sinks.mqtt import device_info
+
             made.append(S.MqttSink(cfg.mqtt, qos=cfg.mqtt_qos, retain=cfg.mqtt_retain, on_change_only=cfg.on_change_only,
-                                    max_queued=cfg.mqtt_queue))
+                                    max_queued=cfg.mqtt_queue, info=device_info(clf) if clf is not None else None))
         if cfg.gpio:
             made.append(S.GpioSink(cfg.gpio, cfg.gpio_on, pulse_ms=cfg.gpio_pulse_ms))
         if cfg.capture_dir:

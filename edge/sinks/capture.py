@@ -12,10 +12,11 @@ What the run writes into ``DIR``::
 ``<label>`` is the folder of the top-1 label (:func:`edgesight.edge.captures.folder_name`: the
 label itself unless it is not a safe folder name). ``<name>`` is
 ``YYYYmmdd-HHMMSS-mmm-<frame index>``, so names sort by time and never clash between folders.
-Images are the frames as the camera gave them (no overlay), written to a temporary file and
-renamed, so a reader never sees half an image. ``edgesight train DIR`` reads the folder as it
-is (``_uncertain/`` is left out), ``edgesight datasets merge DIR --into DATA`` adds it to a
-dataset.
+Images are the frames as the camera gave them (no overlay), cut to the run's ``--roi`` window
+when it has one (what the model classified, so a retrain learns from what it will see), written
+to a temporary file and renamed, so a reader never sees half an image. ``edgesight train DIR``
+reads the folder as it is (``_uncertain/`` is left out), ``edgesight datasets merge DIR --into
+DATA`` adds it to a dataset.
 
 A capture record of ``captures.jsonl``::
 
@@ -59,6 +60,7 @@ from ..captures import CAPTURE_SUFFIX, LOG_FILE, UNCERTAIN_DIR, folder_name, fol
 from ..errors import EdgesightError
 from ..frames import Frame, Result
 from ..fsutil import PathLike, inside_root, write_bytes
+from ..model.preprocess import crop_roi
 from .base import Sink
 
 logger = logging.getLogger("edgesight.sinks")
@@ -83,6 +85,8 @@ class CaptureSink(Sink):
             empty: all.
         quality: JPEG quality.
         seed: seed of the random share (for reproducible runs).
+        roi: ``(x, y, w, h)`` window the model classifies (``--roi``): the image saved is that
+            window, not the whole frame; None: the whole frame.
 
     Raises:
         EdgesightError: a value out of range, or a folder that cannot be used (one line
@@ -93,7 +97,8 @@ class CaptureSink(Sink):
 
     def __init__(self, folder: PathLike, labels: Sequence[str] = (), *, model_sha256: str = "", source: str = "",
                  below: float = 0.5, margin: float = 0.1, every: float = 5.0, random: float = 0.01,
-                 max_mb: float = 512.0, only: Iterable[str] = (), quality: int = 90, seed: Optional[int] = None) -> None:
+                 max_mb: float = 512.0, only: Iterable[str] = (), quality: int = 90, seed: Optional[int] = None,
+                 roi: Optional[Tuple[int, int, int, int]] = None) -> None:
         for name, value, hi in (("below", below, 1.0), ("margin", margin, 1.0), ("random", random, 1.0), ("every", every, None)):
             if not value >= 0 or (hi is not None and value > hi):
                 raise EdgesightError(f"--capture-{name} {value}: must be {'between 0 and 1' if hi else 'at least 0'}")
@@ -106,6 +111,7 @@ class CaptureSink(Sink):
         self.only = frozenset(only)
         self.cap = int(max_mb * 2**20)
         self.quality = int(quality)
+        self.roi = tuple(int(v) for v in roi) if roi else None
         self.saved = 0
         self.deleted = 0
         self.disabled = False
@@ -168,7 +174,8 @@ class CaptureSink(Sink):
         if chosen is None:
             return
         label, uncertain, reason = chosen
-        ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        image = crop_roi(frame.image, self.roi) if self.roi else frame.image
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
             logger.error("capture: could not encode frame %d as JPEG", result.frame_index)
             return

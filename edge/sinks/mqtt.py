@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Deque, Dict, Optional, Set, Tuple
 from urllib.parse import unquote, urlsplit
 
@@ -21,6 +23,8 @@ from ._common import ChangeFilter
 from .base import Sink
 
 logger = logging.getLogger("edgesight.sinks")
+# A model installed by a deploy archive: PREFIX/releases/<16 hex digits>/model/...
+RELEASE_RE = re.compile(r"/releases/([0-9a-f]{16})/")
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,10 @@ class MqttSink(Sink):
         there for a model without a baseline.
         ``<prefix>/alert``: ``{"kind": "drift", "alert": true or false, "drift": {...}}`` when the
         drift alert is raised and when it clears (not retained: an event).
+        ``<prefix>/stats``: ``{"time", "frames", "fps", "dropped", "latency_p50", "label"}`` with
+        every statistics update (``fps`` over the last interval); retained.
+        ``<prefix>/info``: what runs there (``info``: release, model sha256, labels, host,
+        version) on every connect; retained. ``edgesight fleet watch`` reads all of these.
 
     Connecting, reconnecting (with back-off) and sending happen on background threads;
     ``write`` never blocks. At QoS 1/2 every message goes through a bounded queue: while the
@@ -116,6 +124,7 @@ class MqttSink(Sink):
         keepalive: int = 30,
         reconnect_delay: Tuple[float, float] = (1, 30),
         max_queued: int = 10_000,
+        info: Optional[Dict[str, Any]] = None,
     ) -> None:
         """Start connecting in the background (a broker that is down is retried, not an error).
 
@@ -129,6 +138,7 @@ class MqttSink(Sink):
             keepalive: seconds between keep-alive pings; a dead link shows after 1.5x this.
             reconnect_delay: ``(min, max)`` seconds between reconnect attempts (doubling).
             max_queued: QoS 1/2 messages kept while disconnected; beyond it the oldest is dropped.
+            info: published (retained) to ``<prefix>/info`` on every connect (see :func:`device_info`).
 
         Raises:
             ConfigError: a bad URL, QoS or queue size.
@@ -150,7 +160,11 @@ class MqttSink(Sink):
         self.topic_status = f"{self.target.prefix}/status"
         self.topic_drift = f"{self.target.prefix}/drift"
         self.topic_alert = f"{self.target.prefix}/alert"
+        self.topic_stats = f"{self.target.prefix}/stats"
+        self.topic_info = f"{self.target.prefix}/info"
+        self.info = dict(info or {})
         self._drift_alert: Optional[bool] = None
+        self._last_stats: Optional[Tuple[float, float]] = None
         self.published = 0
         self.dropped = 0
         self._change = ChangeFilter()
@@ -217,6 +231,8 @@ class MqttSink(Sink):
         self._drop_logged = False
         # Paho resends what it held only after this callback returns; the queue waits for it.
         self._status_mids.add(client.publish(self.topic_status, "online", qos=1, retain=True).mid)
+        if self.info:
+            self._status_mids.add(client.publish(self.topic_info, _json(self.info), qos=1, retain=True).mid)
         with self._cond:
             self._connected.set()
             self._cond.notify_all()
@@ -307,7 +323,15 @@ class MqttSink(Sink):
             self._publish(self.topic_label, result.label)
 
     def update_stats(self, stats: Dict[str, Any]) -> None:
-        """Publish the drift object of the statistics (retained), and an alert when its state changed."""
+        """Publish a summary of the statistics and the drift object (both retained), and an alert
+        when the drift state changed."""
+        frames, seconds = float(stats.get("frames") or 0), float(stats.get("seconds") or 0)
+        before, self._last_stats = self._last_stats, (frames, seconds)
+        recent = (frames - before[0]) / (seconds - before[1]) if before and seconds > before[1] else stats.get("fps")
+        self._publish(self.topic_stats, _json({
+            "time": round(time.time(), 3), "frames": int(frames), "fps": round(float(recent or 0), 3),
+            "dropped": stats.get("dropped", 0), "latency_p50": (stats.get("latency_ms") or {}).get("p50"),
+            "label": stats.get("label")}), retain=True)
         drift = stats.get("drift")
         if not isinstance(drift, dict):
             return
@@ -349,6 +373,20 @@ class MqttSink(Sink):
             )
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def device_info(clf: Any) -> Dict[str, Any]:
+    """What a device announces on ``<prefix>/info`` for ``clf`` (a
+    :class:`~edgesight.edge.classifier.Classifier`): the deploy release its model comes from
+    (``PREFIX/releases/<id>/...``, else null), the model's sha256, labels, host and version."""
+    from .. import __version__
+    from ..model.bundle import EDGETPU_SHA_KEY, SHA_KEY
+
+    bundle = clf.bundle
+    found = RELEASE_RE.search(str(Path(bundle.model_path).resolve()))
+    sha = bundle.info.extra.get(EDGETPU_SHA_KEY if bundle.edgetpu else SHA_KEY) or None
+    return {"release": found.group(1) if found else None, "model_sha256": sha, "labels": list(clf.labels),
+            "host": socket.gethostname(), "version": __version__}
 
 
 def _json(value: Any) -> str:

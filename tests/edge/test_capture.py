@@ -57,6 +57,18 @@ def test_layout_and_records(tmp_path):
     assert not (tmp_path / "evil").exists()
 
 
+def test_with_a_roi_the_window_the_model_classified_is_saved(tmp_path):
+    from edgesight.edge.loop.session import capture_sink
+
+    image = np.zeros((24, 32, 3), np.uint8)
+    image[4:14, 20:30] = 255  # the window: what a retrain must learn from, not the whole scene
+    sink = capture_sink(RunConfig(capture=str(tmp_path / "cap"), roi="20,4,10,10", capture_every=0))
+    feed(sink, 0, [("stop", 0.9), ("yield", 0.05)], image=image)
+    sink.close()
+    saved = cv2.imread(str(tmp_path / "cap" / read_records(tmp_path / "cap")[0]["file"]))
+    assert saved.shape == (10, 10, 3) and saved.min() > 200
+
+
 def test_one_frame_per_label_per_interval_and_a_random_share(tmp_path):
     sink = CaptureSink(tmp_path / "cap", LABELS, every=5, random=0)
     for i in range(21):  # one frame a second, 21 s

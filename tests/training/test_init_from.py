@@ -23,16 +23,28 @@ def test_same_classes_continue_where_the_run_ended(trained_run, color_data, tmp_
     assert code == 0, err
     code, out, err = run_cli(["train", color_data, "--out", tmp_path / "cont", "--init-from", trained_run, *SAME], capsys)
     assert code == 0, err
-    assert f"continuing from {trained_run}: up to 5 epochs" in out
+    assert f"continuing from {trained_run}: up to 8 epochs" in out
     assert f"starting from the weights of {trained_run} (3 classes kept)" in out
     fresh, cont = (json.loads((tmp_path / run / "history.json").read_text())["loss"] for run in ("fresh", "cont"))
     assert cont[0] < 0.8 * fresh[0]
     cfg = yaml.safe_load((tmp_path / "cont" / "config.yaml").read_text())
     # backbone, size and width come from the earlier run; the short retrain is recorded
-    assert (cfg["model"], cfg["img_height"], cfg["alpha"], cfg["epochs"], cfg["init_from"]) == ("cnn_small", 16, 0.5, 5, str(trained_run))
+    assert (cfg["model"], cfg["img_height"], cfg["alpha"], cfg["epochs"], cfg["init_from"]) == ("cnn_small", 16, 0.5, 8, str(trained_run))
     metrics = json.loads((tmp_path / "cont" / "metrics.json").read_text())
     assert metrics["init_from"] == {"run": str(trained_run.resolve()), "kept": ["blue", "green", "red"], "new": [], "dropped": []}
     assert json.loads((tmp_path / "cont" / "model.json").read_text())["source"]["init_from"] == str(trained_run.resolve())
+
+
+def test_a_continued_run_keeps_the_augmentation_of_its_model(trained_run, color_data, tmp_path, capsys):
+    earlier = yaml.safe_load((trained_run / "config.yaml").read_text())
+    code, out, err = run_cli(["train", color_data, "--out", tmp_path / "cont", "--init-from", trained_run, "--epochs", 1,
+                              "--no-probe"], capsys)
+    assert code == 0, err
+    flips = "on" if earlier["hflip"] else "off"
+    assert f"augmentation {earlier['augment']} and mirrored images {flips}: as in {trained_run}" in out
+    assert "augmentation: " not in out and "mirrored images: " not in out  # nothing chosen afresh
+    cfg = yaml.safe_load((tmp_path / "cont" / "config.yaml").read_text())
+    assert (cfg["augment"], cfg["hflip"]) == (earlier["augment"], earlier["hflip"])
 
 
 def test_a_new_class_keeps_the_rows_of_the_known_ones(trained_run, color_data, tmp_path, capsys):

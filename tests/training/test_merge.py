@@ -106,6 +106,23 @@ def test_a_presplit_dataset_gets_train_and_val_images_only(tmp_path, captures):
     assert not (data / "split.json").exists()
 
 
+def test_a_copy_of_the_dataset_keeps_the_split_of_the_run_trained_on_the_original(tmp_path, captures, capsys):
+    original = write_color_dataset(tmp_path / "data", per_class=10)
+    split = make_split(scan_dataset(original, progress=False), 0.2, 0.2, 7)
+    (tmp_path / "run").mkdir()
+    split.save(tmp_path / "run" / "split.json")
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    code, out, err = run_cli(["datasets", "merge", captures, "--into", copy, "--run", tmp_path / "run"], capsys)
+    assert code == 0 and f"of which {copy} is a copy" in out, err
+    kept = Split.load(copy / "split.json")
+    assert _rel(kept, copy)["test"] == _rel(split, original)["test"] and kept.seed == 7
+    # a dataset that lacks images of the run's split is another dataset: refused as before
+    other = write_color_dataset(tmp_path / "other", per_class=3)
+    code, out, err = run_cli(["datasets", "merge", captures, "--into", other, "--run", tmp_path / "run"], capsys)
+    assert code == 1 and "that run was trained on" in err and not (other / "split.json").exists()
+
+
 @pytest.mark.slow
 def test_the_test_split_of_a_run_stays_after_merge_and_train(tmp_path, captures, capsys):
     data = write_color_dataset(tmp_path / "data", per_class=10)

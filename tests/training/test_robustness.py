@@ -102,10 +102,12 @@ def test_robust_preset_corrupts_training_batches_only():
     for channels in (3, 1):
         aug = build_augmentation("robust", hflip=False, seed=2)
         names = [layer.name for layer in aug.layers]
-        assert names == ["aug_rotation", "aug_zoom", "aug_translation", "aug_occlusion", "aug_blur", "aug_exposure", "aug_noise", "aug_jpeg"]
+        assert names == ["aug_rotation", "aug_zoom", "aug_translation", "aug_occlusion", "aug_blur", "aug_contrast", "aug_exposure",
+                         "aug_noise", "aug_jpeg"]
         x = np.random.default_rng(0).uniform(0, 255, (64, 16, 16, channels)).astype("float32")
         np.testing.assert_allclose(np.asarray(aug(x, training=False)), x)
         for layer in aug.layers[3:]:
+            layer.images_seen.assign(layer.ramp_images)  # past the curriculum's ramp: full strengths
             y = np.asarray(layer(x, training=True))
             assert y.shape == x.shape and y.min() >= 0 and y.max() <= 255
             changed = np.abs(y - x).reshape(len(x), -1).max(axis=1) > 1e-3
@@ -148,7 +150,7 @@ def test_robust_layers_leave_most_images_clean_and_stay_in_range():
     from edgesight.training.robust_augment import RATES, robust_layers
 
     x = np.random.default_rng(1).uniform(0, 255, (400, 16, 16, 3)).astype("float32")
-    layers = robust_layers(seed=4)
+    layers = robust_layers(seed=4, ramp_images=0)
     untouched = np.ones(len(x), bool)
     for layer, rate in zip(layers, RATES.values()):
         np.testing.assert_array_equal(np.asarray(layer(x)), x)  # training unset: the identity
@@ -159,7 +161,7 @@ def test_robust_layers_leave_most_images_clean_and_stay_in_range():
         spread = 4 * np.sqrt(rate * (1 - rate) / len(x))  # four binomial standard deviations
         assert abs(changed.mean() - rate) < spread, layer.name
         untouched &= ~changed
-    assert 0.35 < untouched.mean() < 0.6  # about half of the images see none of them
+    assert 0.3 < untouched.mean() < 0.5  # about 40 % of the images see none of them
 
 
 def test_robust_strengths_ramp_up_with_the_images_seen():
@@ -179,11 +181,14 @@ def test_robust_strengths_ramp_up_with_the_images_seen():
 
 
 def test_robust_low_contrast_blends_towards_the_mean_or_a_bright_veil():
-    from edgesight.training.robust_augment import RandomExposure
+    from edgesight.training.robust_augment import RandomLowContrast
 
-    x = np.random.default_rng(2).uniform(0, 80, (64, 16, 16, 3)).astype("float32")
-    flat = np.asarray(RandomExposure(1.0, modes=(1, 0, 0), veil=0.0, seed=1)(x, training=True))
+    x = np.random.default_rng(2).uniform(0, 80, (256, 16, 16, 3)).astype("float32")
+    spread = x.std(axis=(1, 2, 3))
+    flat = np.asarray(RandomLowContrast(1.0, veil=0.0, seed=1)(x, training=True))
     np.testing.assert_allclose(flat.mean(axis=(1, 2, 3)), x.mean(axis=(1, 2, 3)), rtol=1e-4)
-    assert (flat.std(axis=(1, 2, 3)) <= x.std(axis=(1, 2, 3)) + 1e-3).all()
-    veiled = np.asarray(RandomExposure(1.0, modes=(1, 0, 0), veil=1.0, seed=1)(x, training=True))
+    kept = flat.std(axis=(1, 2, 3)) / spread
+    assert kept.min() >= 0.05 - 1e-3 and kept.max() <= 1 + 1e-3
+    assert 0.4 < (kept < 0.2).mean() < 0.7  # log-uniform factors: about half below the report's severity 3
+    veiled = np.asarray(RandomLowContrast(1.0, veil=1.0, seed=1)(x, training=True))
     assert (veiled.mean(axis=(1, 2, 3)) > x.mean(axis=(1, 2, 3)) + 1).all() and veiled.max() <= 0.95 * 255
