@@ -25,20 +25,24 @@ With one enrolled class, ``P(e | x) = sigmoid(z_e)`` and ``P(i | x) = (1 - P(e |
 classes keep their order among themselves, and without enrolled classes the scores are the
 model's own. Top-k, ``--threshold`` and ``--smooth`` apply to the whole vector.
 
-**Calibration** of ``(a_e, b_e)`` at enrolment, by logistic regression (Platt scaling) of
-"same class or not" on the cosine to a prototype, from the trained classes' own prototypes:
+**Calibration** of ``(a_e, b_e)`` at enrolment, by weighted logistic regression (Platt
+scaling) of "same class or not" on the cosine to the new prototype, from the bundle's reference
+embeddings of the trained classes:
 
-* each trained class ``j`` enrolled as if new: prototypes from ``n`` of its reference images
-  (``n`` the number of shots, :data:`DRAWS` draws); positives the other reference images of
-  ``j``, negatives the reference images of every other class. This is what cosines to an
-  ``n``-shot prototype look like where the answer is known.
-* the new class itself: its reference negatives are every reference image against ``m_e``, and
-  with two shots or more, each shot against the prototype of the other shots (leave one out)
-  is a positive.
+* negatives: every reference image against ``m_e``: how close the trained classes come to the
+  new class (a trained look-alike shows up here);
+* positives, what an unseen image of the new class scores against an ``n``-shot prototype
+  (``n`` the number of shots): the trained classes' own ``n``-shot prototypes against their
+  other reference images (:data:`DRAWS` draws per class), and with two shots or more each shot
+  against the prototype of the others (leave one out), the two sources weighing the same.
 
-Positives and negatives weigh half each; a small ridge on ``a`` keeps it finite when they
-separate completely. The fit is deterministic (fixed draws), so the same shots give the same
-bundle bytes.
+The positives weigh ``1 / (K + 1)`` in all and the negatives ``K / (K + 1)`` (every class, trained
+or new, weighs the same: the new class is taken to be as common as any other, which keeps an
+enrolled class from taking over a trained look-alike's images); a small ridge on ``a`` keeps it
+finite when they separate completely. The fit is deterministic (fixed draws), so the same shots
+give the same bundle bytes. How well an enrolled class is told from the trained ones is bounded
+by the embedding: a backbone trained from scratch on a few classes learns only what separates
+them, so a new class may land on a trained look-alike (see ``benchmarks/fewshot.py``).
 """
 
 from __future__ import annotations
@@ -52,7 +56,6 @@ import numpy as np
 REFERENCE_PER_CLASS = 20
 DRAWS = 4
 RIDGE = 1e-3
-PRIOR = 0.5
 # exp() of a logit above this overflows float32 sums; no calibrated cosine comes near it.
 _MAX_LOGIT = 60.0
 
@@ -141,9 +144,9 @@ def calibrate(u_shots: np.ndarray, reference: Reference, centre: np.ndarray, see
         reference: the trained classes' reference embeddings.
         centre: ``c`` of ``reference``.
         prior: the weight of the positives (the negatives weigh ``1 - prior``); default
-            :data:`PRIOR`.
+            ``1 / (K + 1)`` for ``K`` trained classes: every class weighs the same.
     """
-    prior = PRIOR if prior is None else prior
+    prior = 1.0 / (len(np.unique(reference.labels)) + 1) if prior is None else prior
     u_ref = centred(reference.embeddings, centre)
     n = len(u_shots)
     simulated, _ = _simulated(reference, u_ref, n, np.random.default_rng(seed))
@@ -171,11 +174,13 @@ class EnrolledClass:
     shots: int
 
 
-def enrol(name: str, embeddings: np.ndarray, reference: Reference, centre: Optional[np.ndarray] = None) -> EnrolledClass:
-    """Imprint and calibrate a class from the embeddings of its shots (``n x D``, any scale)."""
+def enrol(name: str, embeddings: np.ndarray, reference: Reference, centre: Optional[np.ndarray] = None,
+          prior: Optional[float] = None) -> EnrolledClass:
+    """Imprint and calibrate a class from the embeddings of its shots (``n x D``, any scale);
+    ``prior`` as in :func:`calibrate`."""
     centre = reference.centre() if centre is None else centre
     u = centred(np.atleast_2d(embeddings), centre)
-    a, b = calibrate(u, reference, centre)
+    a, b = calibrate(u, reference, centre, prior=prior)
     return EnrolledClass(name, prototype(u), a, b, len(u))
 
 

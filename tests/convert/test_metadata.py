@@ -132,7 +132,7 @@ def _tflite_metadata_buffer(model: bytes) -> bytes:
 @pytest.mark.parametrize("kind", ["int8", "float32"])
 def test_reader_round_trips_every_field(embedded, kind):
     expected = ModelMetadata(
-        labels=tuple(LABELS), input_mean=(0.0,), input_std=(1.0,), color_space="RGB", **INFO
+        labels=tuple(LABELS), input_mean=(0.0,), input_std=(1.0,), color_space="RGB", output_names=("probability",), **INFO
     )
     assert read_metadata(embedded[kind]) == expected
     assert read_labels(embedded[kind]) == tuple(LABELS)

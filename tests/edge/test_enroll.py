@@ -290,3 +290,15 @@ def test_http_enroll_is_off_on_an_open_network_address(tiny):
 
 
 COLOR_YELLOW = (30, 210, 220)
+
+
+def test_calibration_weighs_every_class_the_same_by_default(tiny):
+    from edgesight.edge.model.enroll import calibrate
+
+    clf = Classifier(tiny)
+    ref, rng = clf._reference, np.random.default_rng(6)
+    c = ref.centre()
+    u = centred(np.stack([clf.embed(colour_image("yellow", rng)) for _ in range(5)]), c)
+    assert calibrate(u, ref, c) == calibrate(u, ref, c, prior=1 / 4)  # 3 trained classes + the new one
+    (a1, b1), (a2, b2) = calibrate(u, ref, c, prior=0.25), calibrate(u, ref, c, prior=0.75)
+    assert -b2 / a2 < -b1 / a1  # weighing the new class more lowers the cosine it needs
