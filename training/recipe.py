@@ -39,7 +39,9 @@ IMBALANCE_RATIO = 3.0
 FINE_TUNE_EPOCHS = 10
 EPOCHS = 20
 # Starting from a trained model (--init-from), a few epochs adapt it to the added images
-# (benchmarks/field_loop.py: 8 brought dusk drives within 3 points of daylight, 5 did not).
+# (benchmarks/field_loop.py: 8 brought dusk drives within 3 points of daylight, 5 did not;
+# the augmentation is chosen for the data as for any run: the demo's light preset, kept on the
+# retrain, left dusk drives 5 points behind).
 INIT_EPOCHS = 8
 INIT_FINE_TUNE_EPOCHS = 3
 FINE_TUNE_LAYERS = 60
@@ -108,20 +110,6 @@ def mirror_conflict(thumbs: Dict[str, np.ndarray]) -> Tuple[str, str]:
     return "", ""
 
 
-AUGMENT_CHOICES = ("none", "light", "standard", "strong", "robust")
-
-
-def _run_config(run: str) -> Dict[str, object]:
-    """The resolved options an earlier run saved in its ``config.yaml`` (empty if unreadable)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load((Path(run) / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def choose(cfg, pretrained: bool, split: Split) -> Tuple[object, List[str]]:
     """The config with its automatic choices settled, and one line per choice made.
 
@@ -157,20 +145,6 @@ def choose(cfg, pretrained: bool, split: Split) -> Tuple[object, List[str]]:
                      + (f" and {changes.get('fine_tune_epochs', cfg.fine_tune_epochs)} of fine-tuning" if pretrained else "")
                      + " (a short retrain; --epochs and --fine-tune-epochs set them)")
 
-    if init and (cfg.augment == "auto" or cfg.hflip is None):
-        # A continued run keeps the augmentation its model was trained with.
-        earlier = _run_config(cfg.init_from)
-        kept = []
-        if cfg.augment == "auto" and earlier.get("augment") in AUGMENT_CHOICES:
-            changes["augment"] = earlier["augment"]
-            kept.append(f"augmentation {earlier['augment']}")
-        if cfg.hflip is None and isinstance(earlier.get("hflip"), bool):
-            changes["hflip"] = earlier["hflip"]
-            kept.append(f"mirrored images {'on' if earlier['hflip'] else 'off'}")
-        if kept:
-            lines.append(f"{' and '.join(kept)}: as in {cfg.init_from}")
-        cfg = cfg.updated(**{k: v for k, v in changes.items() if k in ("augment", "hflip")})
-
     if cfg.augment == "auto" or cfg.hflip is None:
         thumbs = _thumbnails(split.train, cfg.seed)
         gray = is_grayscale(thumbs)
@@ -179,7 +153,8 @@ def choose(cfg, pretrained: bool, split: Split) -> Tuple[object, List[str]]:
             if pretrained:
                 preset, why = "light", "pretrained backbone"
             elif per_class < SMALL_DATASET:
-                preset, why = "standard", f"trained from scratch on {per_class:.0f} images per class"
+                start = "continued" if init else "trained from scratch"
+                preset, why = "standard", f"{start} on {per_class:.0f} images per class"
             else:
                 preset, why = "light", f"{per_class:.0f} images per class"
             changes["augment"] = preset

@@ -35,16 +35,12 @@ def test_same_classes_continue_where_the_run_ended(trained_run, color_data, tmp_
     assert json.loads((tmp_path / "cont" / "model.json").read_text())["source"]["init_from"] == str(trained_run.resolve())
 
 
-def test_a_continued_run_keeps_the_augmentation_of_its_model(trained_run, color_data, tmp_path, capsys):
-    earlier = yaml.safe_load((trained_run / "config.yaml").read_text())
+def test_a_continued_run_chooses_its_augmentation_for_the_data(trained_run, color_data, tmp_path, capsys):
     code, out, err = run_cli(["train", color_data, "--out", tmp_path / "cont", "--init-from", trained_run, "--epochs", 1,
                               "--no-probe"], capsys)
     assert code == 0, err
-    flips = "on" if earlier["hflip"] else "off"
-    assert f"augmentation {earlier['augment']} and mirrored images {flips}: as in {trained_run}" in out
-    assert "augmentation: " not in out and "mirrored images: " not in out  # nothing chosen afresh
-    cfg = yaml.safe_load((tmp_path / "cont" / "config.yaml").read_text())
-    assert (cfg["augment"], cfg["hflip"]) == (earlier["augment"], earlier["hflip"])
+    assert "augmentation: standard (auto: continued on " in out and "trained from scratch" not in out
+    assert yaml.safe_load((tmp_path / "cont" / "config.yaml").read_text())["augment"] == "standard"
 
 
 def test_a_new_class_keeps_the_rows_of_the_known_ones(trained_run, color_data, tmp_path, capsys):
