@@ -63,7 +63,7 @@ NO_SIGN = "no sign"
 CAPTURES = {"default": [], "random-0.25": ["--capture-random", "0.25"]}
 # name -> the captures merged ((dusk seed, capture setting), ...) and the extra train options
 VARIANTS: Dict[str, Dict[str, Any]] = {
-    "defaults": {"captures": ((0, "default"),), "train": [], "lever": "after the loop, defaults (5 epochs)"},
+    "defaults": {"captures": ((0, "default"),), "train": [], "lever": "after the loop, defaults"},
     "more-captures": {"captures": ((0, "random-0.25"),), "train": [], "lever": "more captures (--capture-random 0.25)"},
     "more-epochs": {"captures": ((0, "default"),), "train": ["--epochs", "8"], "lever": "more epochs (--epochs 8)"},
     "two-drives": {"captures": ((0, "default"), (1, "default")), "train": [], "lever": "two dusk drives' captures (seeds 0, 1)"},
