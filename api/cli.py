@@ -35,6 +35,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "bundle": ("edgesight.edge.cli.profiles", "bundle", "Package a model bundle and a device profile as a deploy archive."),
     "deploy": ("edgesight.edge.cli.deploy", "deploy", "Install a deploy archive on devices over SSH (health check, rollback), or stage it on an SD card."),
     "wheels": ("edgesight.edge.cli.wheels", "wheels", "Fetch the wheels of device profiles into the cache that deploy archives are built from."),
+    "fleet": ("edgesight.edge.cli.fleet", "fleet", "Roll a release out with Ansible; watch a fleet's results, FPS and drift over MQTT."),
     "review": ("edgesight.edge.cli.web", "review", "Relabel a capture folder's images in a browser (the /review page without a camera)."),
     "serve": ("edgesight.edge.cli.web", "serve", "Serve a bundle over HTTP without a camera: POST an image to /classify, get JSON."),
 }

@@ -32,8 +32,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
@@ -140,23 +140,39 @@ def shard(items: Sequence[T], rank: int, count: int, pad: bool = False) -> List[
     return part
 
 
-def _watchdog(seconds: float, message: str) -> threading.Event:
-    """End the process with ``message`` unless the returned event is set within ``seconds``.
+def reassemble(gathered: np.ndarray, order: Sequence[int], total: int) -> np.ndarray:
+    """The ``total`` items in their order from a gather: ``gathered`` holds one block per worker,
+    in the gather's ``order`` of ranks, each block that worker's items ``rank::len(order)``
+    padded to ``ceil(total / len(order))`` rows."""
+    size = len(order)
+    rows = -(-total // size)
+    full = np.zeros((total,) + gathered.shape[1:], gathered.dtype)
+    for position, rank in enumerate(order):
+        n = len(range(rank, total, size))
+        full[rank::size] = gathered[position * rows : position * rows + n]
+    return full
 
-    Joining the cluster blocks inside TensorFlow's C++ runtime, which neither a Python
-    exception nor SIGTERM interrupts; a worker that never starts would keep the others there
-    for ever.
+
+# The watchdog process: waits for its standard input to close (the worker joined, or ended);
+# after the deadline it prints the error and kills the worker.
+_WATCHDOG = """import os, select, signal, sys
+if not select.select([sys.stdin], [], [], float(sys.argv[2]))[0]:
+    sys.stderr.write(sys.argv[3] + "\\n")
+    sys.stderr.flush()
+    os.kill(int(sys.argv[1]), signal.SIGKILL)
+"""
+
+
+def _watchdog(seconds: float, message: str) -> subprocess.Popen:
+    """A process that prints ``message`` and kills this one unless its stdin is closed within
+    ``seconds``.
+
+    Joining the cluster blocks inside TensorFlow's C++ runtime holding the GIL, so no Python
+    thread runs meanwhile, and TensorFlow catches SIGTERM: a worker that never starts would
+    keep the others waiting for ever.
     """
-    done = threading.Event()
-
-    def watch() -> None:
-        if not done.wait(seconds):
-            sys.stderr.write(f"error: {message}\n")
-            sys.stderr.flush()
-            os._exit(1)
-
-    threading.Thread(target=watch, name="edgesight-join-watchdog", daemon=True).start()
-    return done
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds), f"error: {message}"],
+                            stdin=subprocess.PIPE)
 
 
 def start(spec: ClusterSpec, timeout: float) -> "Cluster":
@@ -170,6 +186,10 @@ def start(spec: ClusterSpec, timeout: float) -> "Cluster":
     """
     from .tf import import_tensorflow
 
+    if "tensorflow" not in sys.modules and "TF_CPP_MIN_LOG_LEVEL" not in os.environ and not log.isEnabledFor(logging.DEBUG):
+        # A worker that goes away makes TensorFlow log every aborted exchange as an error; the
+        # one-line error of edgesight says it once (-v shows them).
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     tf = import_tensorflow()
     print(f"joining the cluster as {spec.name()}{' (chief: writes the run folder)' if spec.is_chief else ''}; "
           f"waiting up to {timeout:g} s for {len(spec.workers) - 1} other worker(s)", flush=True)
@@ -184,8 +204,13 @@ def start(spec: ClusterSpec, timeout: float) -> "Cluster":
             raise
         raise ConfigError("--strategy multiworker must join the cluster before TensorFlow runs anything in this process: "
                           "start each worker as its own `edgesight train` process") from e
+    except tf.errors.OpError as e:
+        detail = " ".join(str(e.message).split())[:160]
+        raise ConfigError(f"{spec.name()}: cannot serve the cluster on {spec.address} ({detail}): another program may use "
+                          "that port, or it is not an address of this machine; give this worker a free port of its own in TF_CONFIG") from e
     finally:
-        joined.set()
+        joined.stdin.close()
+        joined.wait()
     return Cluster(spec, strategy, timeout)
 
 
@@ -295,12 +320,7 @@ class Cluster:
         rows = -(-total // self.size)
         padded = np.zeros((rows,) + part.shape[1:], part.dtype)
         padded[: len(part)] = part
-        gathered = self._gather(padded)
-        full = np.zeros((total,) + part.shape[1:], part.dtype)
-        for position, rank in enumerate(self._order):
-            n = len(range(rank, total, self.size))
-            full[rank::self.size] = gathered[position * rows : position * rows + n]
-        return np.moveaxis(full, 0, axis)
+        return np.moveaxis(reassemble(self._gather(padded), self._order, total), 0, axis)
 
     def sync_weights(self, model: Any) -> None:
         """Give every worker the chief's weights (the floating-point ones) of ``model``."""
@@ -363,6 +383,21 @@ class Cluster:
 
         return AverageLogs(), AgreeStop()
 
+    def _lost(self, message: str) -> str:
+        """What TensorFlow's message about an aborted exchange says, in a few words."""
+        import re
+
+        ranks = {0 if job == "chief" else int(t) + (1 if self.spec.has_chief else 0)
+                 for job, t in re.findall(r"/job:(chief|worker)/replica:\d+/task:(\d+)", message)}
+        others = sorted(r for r in ranks - {self.rank} if r < self.size)
+        who = ", ".join(f"worker {r} ({self.spec.workers[r]})" for r in others) or "another worker"
+        if "heartbeat" in message or "unhealthy" in message or "crashed" in message:
+            return f"{who} stopped (no heartbeat)"
+        if re.search(r"(?i)connection reset|socket closed|connection refused|failed to connect|failed to send rpc|preempted", message):
+            return f"the connection to {who} was lost"
+        text = " ".join(re.sub(r"\{\{[^}]*\}\}", "", message).split())
+        return f"{who} stopped or cannot be reached ({text[:160]})"
+
     def failure(self, error: BaseException) -> Optional[EdgesightError]:
         """The one-line error for a failed exchange (another worker died or stopped answering),
         or None when ``error`` is something else."""
@@ -371,8 +406,7 @@ class Cluster:
             why = f"another worker did not answer within {self.timeout:g} s (--worker-timeout)"
         elif isinstance(error, (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
                                 tf.errors.FailedPreconditionError, tf.errors.InternalError)):
-            detail = " ".join(str(getattr(error, "message", error)).split("\n")[0].split())[:160]
-            why = f"another worker stopped or cannot be reached ({detail})"
+            why = self._lost(str(getattr(error, "message", error)))
         else:
             return None
         return EdgesightError(f"{self.spec.name()}: multi-worker training stopped: {why}; check that every worker of "

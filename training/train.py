@@ -391,7 +391,7 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
                 _unfreeze_top(base, cfg.fine_tune_layers)
                 _compile(keras, trainer, reducing(_fine_tune_optimizer(keras, cfg, len(train_part), n)), cfg)
             print(f"phase 2: fine-tuning the top {cfg.fine_tune_layers or 'all'} layers of {backbone.name} for up to "
-                  f"{cfg.fine_tune_epochs} epochs (AdamW, warm-up to {cfg.fine_tune_lr:g}, cosine decay)")
+                  f"{cfg.fine_tune_epochs} epochs (AdamW, warm-up to {cfg.fine_tune_lr * n:g}, cosine decay)")
             callbacks, best2 = make_callbacks(keras, core, staging, monitor, cfg, stopper, reduce_lr=False)
             callbacks.append(limit.callback(keras))
             best2.best, best2.best_weights, best2.best_epoch = best.best, best.best_weights, best.best_epoch
