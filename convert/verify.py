@@ -74,6 +74,22 @@ def predict_both(
     return y, kp, qp
 
 
+def _agreement(kp: np.ndarray, qp: np.ndarray) -> Dict[str, Any]:
+    """The figures of how far the converted model's probabilities ``qp`` are from the Keras
+    model's ``kp``, labels or not."""
+    kpred, qpred = kp.argmax(1), qp.argmax(1)
+    diff = np.abs(kp - qp)
+    return {
+        "agreement": float((kpred == qpred).mean()),
+        "changed_pp": round(float((kpred != qpred).mean()) * 100, 4),
+        "mean_abs_prob_diff": float(diff.mean()),
+        "max_abs_prob_diff": float(diff.max()),
+        "distinct_predictions_float": int(len(np.unique(kpred))),
+        "distinct_predictions_quant": int(len(np.unique(qpred))),
+        "predictions_quant": qpred.tolist(),
+    }
+
+
 def compare(y: np.ndarray, kp: np.ndarray, qp: np.ndarray, labels: Sequence[str]) -> Dict[str, Any]:
     """The verification figures from labels ``y`` and the two models' probabilities."""
     kpred, qpred = kp.argmax(1), qp.argmax(1)
@@ -84,7 +100,6 @@ def compare(y: np.ndarray, kp: np.ndarray, qp: np.ndarray, labels: Sequence[str]
         fa = float((kpred[m] == i).mean()) if n else 0.0
         qa = float((qpred[m] == i).mean()) if n else 0.0
         per_class[c] = {"support": n, "float_accuracy": fa, "quant_accuracy": qa, "change_pp": round((qa - fa) * 100, 4)}
-    diff = np.abs(kp - qp)
     float_acc = float((kpred == y).mean())
     quant_acc = float((qpred == y).mean())
     return {
@@ -93,14 +108,8 @@ def compare(y: np.ndarray, kp: np.ndarray, qp: np.ndarray, labels: Sequence[str]
         "float_accuracy": float_acc,
         "quant_accuracy": quant_acc,
         "accuracy_drop_pp": round((float_acc - quant_acc) * 100, 4),
-        "agreement": float((kpred == qpred).mean()),
-        "changed_pp": round(float((kpred != qpred).mean()) * 100, 4),
-        "mean_abs_prob_diff": float(diff.mean()),
-        "max_abs_prob_diff": float(diff.max()),
-        "distinct_predictions_float": int(len(np.unique(kpred))),
-        "distinct_predictions_quant": int(len(np.unique(qpred))),
+        **_agreement(kp, qp),
         "per_class": per_class,
-        "predictions_quant": qpred.tolist(),
     }
 
 
@@ -120,19 +129,12 @@ def compare_unlabelled(kp: np.ndarray, qp: np.ndarray, labels: Sequence[str]) ->
         m = kpred == i
         n = int(m.sum())
         per_class[c] = {"support": n, "agreement": float((qpred[m] == i).mean()) if n else None}
-    diff = np.abs(kp - qp)
     return {
         "labelled": False,
         "num_samples": int(len(kpred)),
         "float_accuracy": None,
         "quant_accuracy": None,
         "accuracy_drop_pp": None,
-        "agreement": float((kpred == qpred).mean()),
-        "changed_pp": round(float((kpred != qpred).mean()) * 100, 4),
-        "mean_abs_prob_diff": float(diff.mean()),
-        "max_abs_prob_diff": float(diff.max()),
-        "distinct_predictions_float": int(len(np.unique(kpred))),
-        "distinct_predictions_quant": int(len(np.unique(qpred))),
+        **_agreement(kp, qp),
         "per_class": per_class,
-        "predictions_quant": qpred.tolist(),
     }
