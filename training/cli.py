@@ -108,19 +108,29 @@ def datasets() -> None:
 
 @datasets.command("synth")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--kind", type=click.Choice(["shapes", "traffic-signs"]), default="shapes", show_default=True, help="traffic-signs: train with --no-hflip, turn_left is turn_right mirrored.")
-@click.option("--per-class", type=int, default=60, show_default=True, help="Images per class.")
-@click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels.")
+@click.option("--kind", type=click.Choice(["shapes", "traffic-signs", "qc-parts"]), default="shapes", show_default=True,
+              help="traffic-signs: train with --no-hflip, turn_left is turn_right mirrored. qc-parts: good parts in train/, good and defective ones in val/ and test/, for --task anomaly.")
+@click.option("--part", type=click.Choice(["machined", "pcb"]), default="pcb", show_default=True, help="With --kind qc-parts: a turned metal flange or a circuit board.")
+@click.option("--per-class", type=int, default=60, show_default=True, help="Images per class (qc-parts: good training images).")
+@click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels (qc-parts: 224 unless given).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--video", type=click.Path(dir_okay=False, path_type=Path), help="Also write a dashcam video (.mp4) driving past the traffic signs, with its timeline as <stem>.json.")
 @click.option("--video-seconds", type=float, default=20.0, show_default=True, help="Length of --video; 2 s per sign, 20 s shows every class.")
 @click.option("--dusk", is_flag=True, help="Drive --video at dusk: the same road and signs as the daylight video of this --seed, darker, bluer and noisier.")
-def synth(out: Path, kind: str, per_class: int, size: int, seed: int, video: Optional[Path], video_seconds: float, dusk: bool) -> None:
+@click.pass_context
+def synth(ctx: click.Context, out: Path, kind: str, part: str, per_class: int, size: int, seed: int, video: Optional[Path], video_seconds: float, dusk: bool) -> None:
     """Write a generated dataset (class sub-folders of PNGs) to OUT."""
+    from click.core import ParameterSource
+
     if video is not None and kind != "traffic-signs":
         raise ConfigError("--video shows traffic signs: add --kind traffic-signs")
     if dusk and video is None:
         raise ConfigError("--dusk is the lighting of the drive video: add --video FILE.mp4")
+    if kind != "qc-parts" and ctx.get_parameter_source("part") is not ParameterSource.DEFAULT:
+        raise ConfigError("--part chooses the part of the QC-parts dataset: add --kind qc-parts")
+    if kind == "qc-parts":
+        _synth_qc_parts(out, part, per_class, 224 if ctx.get_parameter_source("size") is ParameterSource.DEFAULT else size, seed)
+        return
     if kind == "traffic-signs":
         from .synth import make_drive_video, write_signs
 
@@ -133,6 +143,15 @@ def synth(out: Path, kind: str, per_class: int, size: int, seed: int, video: Opt
     if video is not None:
         timeline = make_drive_video(video, seconds=video_seconds, seed=seed, dusk=dusk)
         click.echo(f"wrote {video} ({len(timeline)} signs) and its timeline {video.with_suffix('.json')}")
+
+
+def _synth_qc_parts(out: Path, part: str, good: int, size: int, seed: int) -> None:
+    from .synth import write_qc_parts
+
+    counts = write_qc_parts(out, kind=part, good=good, size=size, seed=seed)
+    click.echo(f"wrote {sum(counts.values())} {part} images to {out}: " + ", ".join(f"{k} {n}" for k, n in counts.items()))
+    click.echo(f"next: edgesight train {out / 'train'} --task anomaly --defects {out / 'val'} --out runs/qc")
+    click.echo(f"      edgesight evaluate runs/qc {out / 'test'}")
 
 
 @datasets.command("inspect")
