@@ -70,6 +70,15 @@ class ConversionReport:
 
     @classmethod
     def from_dict(cls, bundle: Path, d: Mapping[str, Any]) -> "ConversionReport":
+        if d.get("task") == "anomaly":
+            # An anomaly detector: the accuracies are image AUROCs, agreement the ok/defect decisions.
+            return cls(
+                bundle=Path(bundle), passed=bool(d["passed"]), mode=d["mode"], io=d["io"],
+                float_accuracy=_number(d["float_auroc"]), quant_accuracy=_number(d["quant_auroc"]),
+                accuracy_drop_pp=_number(d["auroc_drop_pp"]), agreement=float(d["decision_agreement"]), mean_abs_prob_diff=0.0,
+                size_bytes=int(d["size_bytes"]), float_size_bytes=int(d["float_size_bytes"]), size_ratio=float(d["size_ratio"]),
+                num_samples=int(d["holdout_images"]) + int(d["defect_images"]), per_class_change_pp={},
+                labelled=d["defect_images"] > 0, raw=dict(d))
         return cls(
             bundle=Path(bundle), passed=bool(d["passed"]), mode=d["mode"], io=d["io"],
             float_accuracy=_number(d["float_accuracy"]), quant_accuracy=_number(d["quant_accuracy"]),
@@ -129,11 +138,11 @@ def convert(source: PathLike, out: PathLike, *, config: Optional[PathLike] = Non
         writes the bundle and returns ``passed=False``.
     """
     from .config import ConvertConfig
-    from .convert import convert_source
+    from .anomaly import convert_any
 
     values = _options.load_file(ConvertConfig, config) if config else {}
     values.update(_options.from_mapping(ConvertConfig, {k: os.fspath(v) if isinstance(v, os.PathLike) else v
                                                           for k, v in opts.items()}, "convert()"))
     cfg = _options.make(ConvertConfig, values, str(config) if config else "")
-    res = convert_source(Path(os.fspath(source)), Path(os.fspath(out)), cfg, progress=progress)
+    res = convert_any(Path(os.fspath(source)), Path(os.fspath(out)), cfg, progress=progress)
     return ConversionReport.from_dict(res.bundle, res.report)

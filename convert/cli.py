@@ -27,12 +27,13 @@ def convert(ctx: click.Context, source: Path, out: Path, config_path: Optional[P
     """Convert SOURCE (a run folder, or a .keras file with --labels and --calib) to a verified
     TFLite model bundle."""
     from .config import ConvertConfig
-    from .convert import convert_source, failure_message, format_conversion_report
+    from .anomaly import convert_any, format_report
+    from .convert import failure_message
 
     cfg = options.build(ConvertConfig, ctx, config_path)
     verbose = bool(ctx.find_root().params.get("verbose"))
-    res = convert_source(source, out, cfg, verbose=verbose)
-    click.echo(format_conversion_report(res.report))
+    res = convert_any(source, out, cfg, verbose=verbose)
+    click.echo(format_report(res.report))
     if "edgetpu" in res.report:
         from .edgetpu import format_edgetpu_report
         import json

@@ -368,6 +368,11 @@ ADVICE = (
 def failure_message(report: Dict[str, Any], out: Path) -> str:
     """The one line ``convert`` prints when the check failed."""
     kept = f"the bundle is kept in {out}"
+    if report.get("task") == "anomaly":
+        what = (f"image AUROC dropped {report['auroc_drop_pp']:.2f} pp" if report.get("auroc_drop_pp") is not None else
+                f"{100 * (1 - report['decision_agreement']):.2f} % of the held-out images changed between ok and defect")
+        return (f"error: {what} (more than --max-drop {report['max_drop_pp']}); {kept}; try more calibration images "
+                "(--num-calib 1000) or per-tensor weights (--per-tensor)")
     if report.get("labelled", True):
         return f"error: accuracy dropped {report['accuracy_drop_pp']:.2f} pp (more than --max-drop {report['max_drop_pp']}); {kept}; {ADVICE}"
     return (f"error: {report['changed_pp']:.2f} % of the {report['num_samples']} held-out images changed label (more than --max-drop "

@@ -24,6 +24,8 @@ import numpy as np
 
 from .errors import ConfigError, EdgesightError
 from .frames import Frame, Result
+from .model.anomaly import AnomalyDecider
+from .model.anomaly_model import open_model
 from .model.bundle import Bundle, check_model_json, labels_arg, load_bundle
 from .model.interpreter import TFLiteClassifier, edgetpu_delegate, load_backend
 from .model.postprocess import Decider
@@ -104,10 +106,10 @@ class Classifier:
         if device.startswith("coral") or self.bundle.edgetpu:
             delegates.append(edgetpu_delegate(self.backend, device.split(":", 1)[1] if ":" in device else None))
         spec = self.bundle.info.preprocess
-        self.model = TFLiteClassifier(self.bundle.model_path, num_threads=threads, delegates=delegates,
-                                      output=self.bundle.info.output, input_mean=spec.input_mean[0],
-                                      input_std=spec.input_std[0], backend=self.backend,
-                                      outputs=self.bundle.info.extra.get("outputs"))
+        self.model = open_model(self.bundle, num_threads=threads, delegates=delegates, verify=verify,
+                                output=self.bundle.info.output, input_mean=spec.input_mean[0],
+                                input_std=spec.input_std[0], backend=self.backend,
+                                outputs=self.bundle.info.extra.get("outputs"))
         check_model_json(self.bundle, self.model)
         from .tools.enroll import load_enrolment
 
@@ -211,10 +213,22 @@ class Classifier:
         pixels = self._pixels(image)
         with self._lock:
             scores = model.predict(pixels)
-            decide = Decider(self.labels[: len(scores)], threshold=threshold, k=top_k)
+            decide = self.decider(threshold=threshold, k=top_k, n=len(scores))
         label, score, top, _ = decide(scores)
         path = None if isinstance(image, np.ndarray) else str(image)
         return Prediction(label, float(score), tuple((lab, float(v)) for lab, v in top), path)
+
+    @property
+    def is_anomaly(self) -> bool:
+        """True for an anomaly detector (scores ``ok``/``defect``, see ``train --task anomaly``)."""
+        return getattr(self.model, "detector", None) is not None
+
+    def decider(self, threshold: float = 0.0, k: int = 3, n: Optional[int] = None, anomaly_threshold: float = 1.0) -> Any:
+        """The decision rule of this model: class labels with ``threshold``, or ``ok``/``defect``
+        at ``anomaly_threshold`` (1.0 = the bundle's calibrated threshold) for an anomaly detector."""
+        if self.is_anomaly:
+            return AnomalyDecider(anomaly_threshold)
+        return Decider(self.labels[: n or len(self.labels)], threshold=threshold, k=k)
 
     def classify_files(self, paths: Sequence[Union[str, Path]], *, top_k: int = 3, threshold: float = 0.0,
                        progress: Optional[Callable[[int], None]] = None) -> Tuple[List[Prediction], List[Tuple[str, str]]]:

@@ -44,6 +44,8 @@ class Result:
         stages_ms: time per stage (preprocess, invoke, postprocess).
         changed: the reported label differs from the previous frame's.
         path: the source file, for image-folder sources.
+        anomaly: the model is an anomaly detector: the label is ``ok`` or ``defect`` and the
+            score its anomaly score (1.0 = the threshold), not a probability.
     """
 
     frame_index: int
@@ -56,6 +58,7 @@ class Result:
     stages_ms: Dict[str, float] = field(default_factory=dict)
     changed: bool = False
     path: Optional[str] = None
+    anomaly: bool = False
 
     def to_event(self) -> dict:
         """The JSON object written by the JSONL, HTTP and MQTT sinks."""

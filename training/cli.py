@@ -62,6 +62,14 @@ def evaluate(model: Path, data: Optional[Path], split: str, labels: Optional[Pat
     from .data import format_skipped
     from .evaluate import is_tflite_source, load_model_source, report_for, samples_to_evaluate
 
+    from .anomaly_eval import anomaly_info, evaluate_anomaly
+
+    detector_info = anomaly_info(model)
+    if detector_info is not None:
+        if robustness:
+            raise ConfigError("--robustness measures classifiers; for an anomaly detector evaluate DATA with good/ and defect folders")
+        evaluate_anomaly(model, data, json_out, plot, detector_info)
+        return
     names = select(corruptions) if robustness else []
 
     if is_tflite_source(model):

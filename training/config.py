@@ -22,6 +22,8 @@ from .backbones import list_backbones
 AUGMENT_PRESETS = ("auto", "none", "light", "standard", "strong", "robust")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
 STRATEGIES = ("none", "mirrored", "multiworker")
+TASKS = ("classify", "anomaly")
+ANOMALY_METHODS = ("patchcore", "padim", "autoencoder")
 CACHE_MODES = ("memory", "disk", "none")
 opt = options.option
 
@@ -35,6 +37,11 @@ class TrainConfig:
     """
 
     data: str = opt("", "Dataset: class folders (optionally under train/ val/ test/) or a CSV of path,label rows.", cli=False)
+    task: str = opt("classify", "classify: a classifier of the class folders; anomaly: a detector of anything unlike DATA, a folder of good images only (see the README's anomaly detection).", choices=TASKS)
+    anomaly_method: str = opt("padim", "--task anomaly: patchcore (nearest good patch), padim (a Gaussian per image location) or autoencoder (reconstruction error).", choices=ANOMALY_METHODS, flag="method")
+    defects: Optional[str] = opt(None, "--task anomaly: a folder of defect images (sub-folders name the kinds), for the report and the best-F1 threshold; never trained on.", metavar="DIR")
+    false_reject: float = opt(0.01, "--task anomaly: share of held-out good images the threshold may flag (held out: --val-split + --test-split of the good images, at least 10).", min=0.0, max=0.5, min_open=True)
+    memory_bank: int = opt(2000, "--task anomaly --method patchcore: good patches kept (greedy coreset); more is slower per frame.", min=1)
     out: str = opt("runs/train", "Run folder to create.", short="o")
     model: str = opt("cnn_small", "Backbone.", choices=list_backbones())
     img_size: Optional[int] = opt(None, "Square input side in pixels (default: the backbone's; 64 for cnn_small, 224 otherwise).", min=8)

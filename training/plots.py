@@ -102,3 +102,49 @@ def plot_robustness(report: Dict, path: Path, title: str = "") -> Path:
     fig.suptitle(f"{title + ': ' if title else ''}{summary}", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_anomaly_roc(path: Path, scores: Sequence[float], kinds: Sequence[str], title: str = "") -> Path:
+    """ROC curves of an anomaly detector (all defects, and each kind against the good images)
+    with its operating point (score 1.0, the calibrated threshold)."""
+    from edgesight.edge.model.anomaly_fit import auroc, rates_at, roc_curve
+
+    plt = _pyplot()
+    s = np.asarray(scores, np.float64)
+    good = np.array([k in ("ok", "good") for k in kinds])
+    fig, ax = plt.subplots(figsize=(5.2, 5.0))
+    curves = [("all defects", ~good)]
+    curves += [(k, np.array([x == k for x in kinds])) for k in sorted({k for k in kinds if k not in ("ok", "good")})]
+    for name, mask in curves:
+        sel = good | mask
+        fpr, tpr, _ = roc_curve(s[sel], mask[sel])
+        a = auroc(s[sel], mask[sel])
+        ax.plot(fpr, tpr, lw=2.2 if name == "all defects" else 1.2, label=f"{name} (AUROC {a:.3f})" if a is not None else name)
+    at = rates_at(s, ~good, 1.0)
+    if at["false_reject_rate"] is not None and at["recall"] is not None:
+        ax.plot([at["false_reject_rate"]], [at["recall"]], "ko", label="threshold (score 1.0)")
+    ax.plot([0, 1], [0, 1], color="0.8", lw=1, ls="--")
+    ax.set_xlabel("false-reject rate (good parts flagged)")
+    ax.set_ylabel("share of defects caught")
+    ax.set_title(title or "anomaly detection ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_anomaly_scores(path: Path, scores: Sequence[float], kinds: Sequence[str], title: str = "") -> Path:
+    """Histogram of the anomaly scores of good images and of each defect kind, threshold at 1.0."""
+    plt = _pyplot()
+    s = np.asarray(scores, np.float64)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    top = max(2.0, float(np.quantile(s, 0.99)) * 1.1) if len(s) else 2.0
+    bins = np.linspace(0.0, top, 50)
+    for kind in ["good", *sorted({k for k in kinds if k not in ("ok", "good")})]:
+        sel = np.array([(k in ("ok", "good")) if kind == "good" else k == kind for k in kinds])
+        if sel.any():
+            ax.hist(np.clip(s[sel], 0, top), bins=bins, alpha=0.55 if kind == "good" else 0.45, label=f"{kind} ({int(sel.sum())})")
+    ax.axvline(1.0, color="k", lw=1.2, ls="--", label="threshold")
+    ax.set_xlabel("anomaly score (1.0 = threshold)")
+    ax.set_ylabel("images")
+    ax.set_title(title or "anomaly scores")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

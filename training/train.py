@@ -10,7 +10,6 @@ It is assembled in ``<out>.partial`` and moved into place only when complete.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -28,17 +27,9 @@ from edgesight.edge.model.spec import ModelInfo, PreprocessSpec, write_model_inf
 from .backbones import Backbone, build_classifier, get_backbone, has_weights
 from .config import TrainConfig
 from .data import Split, format_skipped, make_split, scan_dataset, write_skipped
+from .rundir import OWNER_FILE, TrainResult, check_out, prepare_run_dir  # noqa: F401 (part of this module's interface)
 
 log = logging.getLogger("edgesight.train")
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    metrics: Dict[str, Any]
-    history: Dict[str, List[float]]
-    interrupted: bool
-    seconds: float
 
 
 def _tf():
@@ -68,50 +59,6 @@ def _merge(history: Dict[str, List[float]], h: Dict[str, List[float]]) -> None:
         if k in ("learning_rate", "lr"):
             k = "learning_rate"
         history.setdefault(k, []).extend(float(x) for x in v)
-
-
-def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing run folder unless asked to."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ConfigError(f"{out}: already exists; choose another --out or pass --overwrite")
-
-
-OWNER_FILE = ".owner"
-
-
-def _staging_owner(staging: Path) -> Optional[int]:
-    """The live process (not this one) assembling ``staging``, or None when there is none."""
-    try:
-        pid = int((staging / OWNER_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
-
-
-def prepare_run_dir(out: Path, overwrite: bool) -> Path:
-    """Check ``out`` and create the staging folder ``<out>.partial``.
-
-    A staging folder left by a run that died is removed; one that a live training is still
-    writing is an error (two trainings into one ``--out`` would mix their files).
-    """
-    check_out(out, overwrite)
-    staging = out.with_name(out.name + ".partial")
-    owner = _staging_owner(staging)
-    if owner is not None:
-        raise ConfigError(f"{out}: another training (process {owner}) is writing this run folder; wait for it to finish or choose another --out")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    (staging / OWNER_FILE).write_text(str(os.getpid()))
-    return staging
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
@@ -422,6 +369,14 @@ def _unfreeze_top(base, n_layers: int) -> None:
 def run_train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Entry point used by the CLI; keeps EdgesightError as-is and wraps OS errors."""
     try:
+        if cfg.task == "anomaly" and cfg.anomaly_method == "autoencoder":
+            from .autoencoder import train_autoencoder
+
+            return train_autoencoder(cfg, progress)
+        if cfg.task == "anomaly":
+            from .anomaly import train_anomaly
+
+            return train_anomaly(cfg, progress)
         return train(cfg, progress)
     except OSError as e:
         raise EdgesightError(f"{e.filename or cfg.out}: {e.strerror or e}; free some disk space or choose another --out") from e

@@ -60,6 +60,9 @@ class RunConfig:
     roi: Optional[str] = opt(None, "x,y,w,h window to classify instead of the whole frame.", metavar="X,Y,W,H")
     threshold: float = opt(0.0, "Below this probability the label is 'unknown'.", min=0.0, max=1.0)
     smooth: int = opt(1, "Average the last N frames before deciding (with hysteresis).", min=1)
+    anomaly_threshold: float = opt(1.0, "Anomaly bundles: the score at or above which a frame is a 'defect' "
+                                   "(1.0: the threshold calibrated for the bundle's false-reject rate; higher flags fewer).", min=0.0, min_open=True)
+    heatmap: bool = opt(False, "Anomaly bundles: draw the anomaly heatmap over the region the model saw (--save, --display, --http).")
     hysteresis: float = opt(0.1, "Margin another label needs to take over when smoothing.", min=0.0, max=1.0)
     max_pixels: int = opt(50_000_000, "Skip image files (an image folder source, classify, the Python API) with more pixels "
                           "than this; below it, large ones are decoded reduced when the model input is much smaller.", min=1)

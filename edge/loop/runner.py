@@ -19,11 +19,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Optional, Sequence
 
 
 from ..frames import Frame, FrameSource, Result
 from ..model.interpreter import TFLiteClassifier
+from ..model.anomaly import AnomalyDecider, heatmap_overlay
 from ..model.postprocess import Decider
 from ..model.preprocess import frame_to_pixels
 from ..sinks.base import Sink
@@ -136,7 +137,10 @@ def run_loop(
     drift = stats.drift = drift_monitor(info, cfg)
     # Classes enrolled from a few images score after the trained ones, and may be enrolled while
     # the loop runs (the live view's /enroll): the labels follow the scores.
-    decider = Decider([*info.labels, *model.enrolled_names], cfg.threshold, cfg.top_k, cfg.smooth, cfg.hysteresis)
+    anomaly = getattr(model, "detector", None) is not None
+    decider: Any = (AnomalyDecider(cfg.anomaly_threshold, cfg.smooth, cfg.hysteresis) if anomaly else
+                    Decider([*info.labels, *model.enrolled_names], cfg.threshold, cfg.top_k, cfg.smooth, cfg.hysteresis))
+    draw_heat = anomaly and cfg.heatmap
     spec = info.preprocess
     roi = cfg.roi_box
     annotate = any(s.needs_annotated for s in sinks)
@@ -156,12 +160,12 @@ def run_loop(
         t2 = time.monotonic()
         probs = clf.output_probabilities()
         inputs = drift.input_stats(pixels) if drift is not None else None  # on the worker thread, in parallel
-        return probs, t1 - t0, t2 - t1, time.monotonic() - t2, inputs
+        return probs, t1 - t0, t2 - t1, time.monotonic() - t2, inputs, getattr(clf, "last_map", None)
 
-    def report(frame: Frame, probs, pre_s: float, invoke_s: float, post_s: float, inputs=None) -> bool:
+    def report(frame: Frame, probs, pre_s: float, invoke_s: float, post_s: float, inputs=None, heat=None) -> bool:
         """Decide, hand the result to the sinks, count it; False when the loop must end."""
         t = time.monotonic()
-        if len(probs) != len(decider.labels) or (len(probs) > len(info.labels) and tuple(decider.labels[len(info.labels):]) != model.enrolled_names):
+        if not anomaly and (len(probs) != len(decider.labels) or (len(probs) > len(info.labels) and tuple(decider.labels[len(info.labels):]) != model.enrolled_names)):
             decider.labels = [*info.labels, *model.enrolled_names]
             if len(probs) != len(decider.labels):  # the set changed while this frame was classified
                 probs = probs[: len(info.labels)] / max(float(probs[: len(info.labels)].sum()), 1e-12)
@@ -179,8 +183,14 @@ def run_loop(
             stages_ms={"preprocess": pre_s * 1000.0, "invoke": invoke_s * 1000.0, "postprocess": (post_s + t3 - t) * 1000.0},
             changed=changed,
             path=frame.path,
+            anomaly=anomaly,
         )
-        annotated = draw_overlay(frame.image, result, fps=stats.recent_fps or None, roi=roi, copy=copy_frame) if annotate else None
+        if annotate and draw_heat and heat is not None:
+            image = frame.image.copy() if copy_frame else frame.image
+            annotated = draw_overlay(heatmap_overlay(image, heat, roi or (0, 0, image.shape[1], image.shape[0])), result,
+                                     fps=stats.recent_fps or None, roi=roi, copy=False)
+        else:
+            annotated = draw_overlay(frame.image, result, fps=stats.recent_fps or None, roi=roi, copy=copy_frame) if annotate else None
         for sink in sinks:
             sink.write(frame, result, annotated)
             if sink.quit_requested:

@@ -145,6 +145,8 @@ def check_model_json(bundle: Bundle, model: Any) -> None:
         if not same:
             raise BundleError(f"{bundle.json_path}: {field} is {declared} but the {what} of {bundle.model_path.name} "
                               f"is {actual}; {fix}")
+    if getattr(model, "detector", None) is not None:
+        return  # an anomaly detector: its output fits its scorer (checked when it loads), labels are ok/defect
     if len(bundle.info.labels) != model.num_classes:
         raise BundleError(f"{bundle.json_path}: labels has {len(bundle.info.labels)} names but the output of "
                           f"{bundle.model_path.name} has {model.num_classes} classes; {fix}")

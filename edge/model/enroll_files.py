@@ -68,14 +68,14 @@ def embedding_output(info: ModelInfo) -> Optional[Dict[str, Any]]:
     return entry if isinstance(entry, dict) else None
 
 
-def _inside(root: Path, name: Any, json_path: Path, key: str) -> Path:
+def inside_bundle(root: Path, name: Any, json_path: Path, key: str) -> Path:
     parts = PurePosixPath(str(name)).parts if isinstance(name, str) else ()
     if not parts or str(name).startswith("/") or ".." in parts:
         raise BundleError(f"{json_path}: {key}: {name!r} is not a file inside the bundle; copy the whole bundle again")
     return root / str(name)
 
 
-def _read_npy(path: Path, sha: Any, verify: bool, json_path: Path, key: str) -> np.ndarray:
+def read_npy(path: Path, sha: Any, verify: bool, json_path: Path, key: str) -> np.ndarray:
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -100,8 +100,8 @@ def read_reference(root: Path, info: ModelInfo, verify: bool = True) -> Optional
     if not isinstance(section, dict) or not section.get("reference") or emb is None:
         return None
     json_path = Path(root) / "model.json"
-    path = _inside(Path(root), section["reference"], json_path, "enrolment.reference")
-    arr = _read_npy(path, section.get("reference_sha256"), verify, json_path, "enrolment.reference_sha256")
+    path = inside_bundle(Path(root), section["reference"], json_path, "enrolment.reference")
+    arr = read_npy(path, section.get("reference_sha256"), verify, json_path, "enrolment.reference_sha256")
     names = arr.dtype.names or ()
     if "label" not in names or "embedding" not in names or arr.ndim != 1 or arr["embedding"].shape[1:] != (int(emb["size"]),):
         raise BundleError(f"{path}: not the reference embeddings of this model (expected {emb['size']} values per image); "
@@ -128,8 +128,8 @@ def read_enrolled(root: Path, info: ModelInfo, reference: Reference, verify: boo
             name, scale, bias, shots = str(entry["label"]), float(entry["scale"]), float(entry["bias"]), int(entry["shots"])
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{json_path}: {key} is incomplete ({e}); enrol the class again") from e
-        path = _inside(root, entry.get("file"), json_path, f"{key}.file")
-        proto = _read_npy(path, entry.get("sha256"), verify, json_path, f"{key}.sha256")
+        path = inside_bundle(root, entry.get("file"), json_path, f"{key}.file")
+        proto = read_npy(path, entry.get("sha256"), verify, json_path, f"{key}.sha256")
         if proto.shape != (reference.size,) or proto.dtype.kind != "f":
             raise BundleError(f"{path}: expected {reference.size} float values, found {proto.dtype} {proto.shape}; enrol the class again")
         classes.append(EnrolledClass(name, proto.astype(np.float32), scale, bias, shots))
@@ -234,7 +234,7 @@ def read_enrolment_files(root: Path, info: ModelInfo) -> Dict[str, bytes]:
             wanted.append((c.get("file"), c.get("sha256"), f"enrolment.classes[{i}]"))
     out: Dict[str, bytes] = {}
     for name, sha, key in wanted:
-        path = _inside(root, name, json_path, f"{key}.file" if "classes" in key else key)
+        path = inside_bundle(root, name, json_path, f"{key}.file" if "classes" in key else key)
         try:
             data = path.read_bytes()
         except OSError as e:

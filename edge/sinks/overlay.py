@@ -75,7 +75,8 @@ def draw_overlay(
         cv2.rectangle(out, (x, y), (x + rw - 1, y + rh - 1), _OUTLINE_BGR, thickness + 2, cv2.LINE_AA)
         cv2.rectangle(out, (x, y), (x + rw - 1, y + rh - 1), _ROI_BGR, thickness, cv2.LINE_AA)
 
-    lines = [f"{_ascii(result.label)} {100.0 * float(result.score):.1f}%"]
+    # An anomaly score is not a probability: 1.00 is the threshold.
+    lines = [f"{_ascii(result.label)} {float(result.score):.2f}" if result.anomaly else f"{_ascii(result.label)} {100.0 * float(result.score):.1f}%"]
     if fps is not None:
         lines.append(f"{float(fps):.1f} FPS")
     # Sized for the text with every digit as 0 (Hershey digits share one width): the box keeps

@@ -7,7 +7,8 @@ anomaly detection.
 """
 
 from .drive import drive_roi, make_drive_video
-from .qcparts import DEFECT_KINDS, PART_KINDS, render_part, write_qc_parts
+from .qc_dataset import write_qc_parts
+from .qcparts import DEFECT_KINDS, PART_KINDS, render_part
 from .shapes import SHAPES, render_shape, write_shapes
 from .sign_drawing import SIGN_CLASSES, canonical_sign
 from .signs import render_sign, write_signs
