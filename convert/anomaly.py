@@ -95,7 +95,7 @@ def convert_anomaly(source: Path, out: Path, cfg: ConvertConfig, progress: bool 
         with tqdm(total=len(calib_paths), desc="calibrating", unit="img", file=stream, disable=None if progress else True, leave=False) as bar:
             tflite = convert_keras(model, cfg, load_batch(calib_paths, spec), progress=bar.update)
         float_bytes = convert_keras(model, ConvertConfig.float32())
-    detector0 = AnomalyDetector(float_detector.scorer, 1.0, float_detector.grid)
+    detector0 = AnomalyDetector(float_detector.scorer, 1.0, float_detector.grid, aligner=float_detector.aligner)
     qmodel = AnomalyModel(tflite, detector0, input_mean=spec.input_mean[0], input_std=spec.input_std[0])
     eval_paths = hold_paths + [p for p, _ in defects]
     kinds = ["good"] * len(hold_paths) + [k for _, k in defects]
@@ -117,12 +117,12 @@ def convert_anomaly(source: Path, out: Path, cfg: ConvertConfig, progress: bool 
     probe = AnomalyDetector(scorer, 1.0, float_detector.grid)
     q_raw = probe.raw(eval_feats, eval_pixels)[0]
     q_threshold = threshold_for(q_raw[: len(hold_paths)], train_cfg.false_reject)
-    detector = AnomalyDetector(scorer, q_threshold, float_detector.grid, train_cfg.false_reject)
+    detector = AnomalyDetector(scorer, q_threshold, float_detector.grid, train_cfg.false_reject, float_detector.aligner)
     fit_seconds = time.time() - t_fit
     # The float detector on the same images, through Keras.
     from edgesight.training.anomaly import patch_features
 
-    f_raw = float_detector.raw(patch_features(model, eval_paths, spec, desc="float features", progress=progress), eval_pixels)[0] \
+    f_raw = float_detector.raw(patch_features(model, eval_paths, spec, desc="float features", progress=progress, aligner=float_detector.aligner), eval_pixels)[0] \
         if float_detector.method != "autoencoder" else _float_reconstruction_scores(model, float_detector, eval_pixels)
     f_scores, q_scores = np.asarray(f_raw) / float_detector.threshold, np.asarray(q_raw) / q_threshold
     y = np.array([k != "good" for k in kinds])
@@ -145,7 +145,7 @@ def convert_anomaly(source: Path, out: Path, cfg: ConvertConfig, progress: bool 
     }
 
     def finish(staging: Path) -> None:
-        files = write_state(staging, detector.scorer)
+        files = write_state(staging, detector)
         binfo = ModelInfo(
             labels=info.labels, preprocess=spec, backbone=info.backbone, output="scores", toolkit_version=__version__,
             source={**info.source, "run": str(source.resolve()), "model": str((source / "model.keras").resolve())},

@@ -71,8 +71,9 @@ def build_feature_model(height: int, width: int, channels: int = 3):
 
 
 def patch_features(model, paths: Sequence[str], spec: PreprocessSpec, batch: int = 32, desc: str = "features",
-                   progress: bool = True) -> np.ndarray:
-    """``N x h x w x D`` float32 features of image files through a Keras feature model."""
+                   progress: bool = True, aligner: Any = None) -> np.ndarray:
+    """``N x h x w x D`` float32 features of image files through a Keras feature model (each
+    image aligned first when an ``aligner`` is given)."""
     import sys
 
     from tqdm import tqdm
@@ -83,7 +84,10 @@ def patch_features(model, paths: Sequence[str], spec: PreprocessSpec, batch: int
     with tqdm(total=len(paths), desc=desc, unit="img", disable=None if progress else True, leave=False, file=sys.stderr) as bar:
         for i in range(0, len(paths), batch):
             part = list(paths[i:i + batch])
-            out.append(np.asarray(model(load_batch(part, spec).astype(np.float32), training=False), np.float32))
+            images = load_batch(part, spec)
+            if aligner is not None:
+                images = np.stack([aligner(im) for im in images])
+            out.append(np.asarray(model(images.astype(np.float32), training=False), np.float32))
             bar.update(len(part))
     shape = tuple(int(s) for s in model.outputs[0].shape[1:])
     return np.concatenate(out) if out else np.zeros((0, *shape), np.float32)
@@ -139,6 +143,30 @@ def fit_detector(method: str, fit_feats: np.ndarray, hold_feats: np.ndarray, cfg
     return AnomalyDetector(scorer, threshold, grid, cfg_false_reject), np.asarray(hold_scores)
 
 
+# ``--align auto`` aligns when the median ECC correlation of good images with their mean
+# image is at least this: one part in about the same place (generated PCBs: about 0.97;
+# Fashion-MNIST items of one class: about 0.7).
+ALIGN_QUALITY = 0.9
+
+
+def choose_aligner(mode: str, paths: Sequence[str], spec: PreprocessSpec) -> Tuple[Any, str]:
+    """The aligner ``--align`` asks for (None for none) and the line that says why."""
+    from edgesight.edge.model.align import Aligner, alignment_quality, fit_reference
+
+    from .pipeline import load_batch
+
+    if mode == "none":
+        return None, "alignment: off (--align none)"
+    sample = load_batch(list(paths[:100]), spec)
+    ref = fit_reference(sample)
+    quality = alignment_quality(sample[:50], ref)
+    if mode == "auto" and (quality is None or quality < ALIGN_QUALITY):
+        return None, (f"alignment: off (--align auto: the good images correlate {quality:.2f} with their mean image after aligning, "
+                      f"under {ALIGN_QUALITY}: not one part in one place)")
+    why = "--align euclidean" if mode == "euclidean" else f"--align auto: correlation {quality:.2f} with the mean good image"
+    return Aligner(ref), f"alignment: each image is shifted and rotated onto the mean good image before scoring ({why})"
+
+
 def train_anomaly(cfg: TrainConfig, progress: bool = True):
     """Fit the detector on the good images of ``cfg.data`` and write the run folder."""
     from .rundir import TrainResult, check_out, prepare_run_dir
@@ -167,11 +195,14 @@ def train_anomaly(cfg: TrainConfig, progress: bool = True):
               f"measuring a {100 * cfg.false_reject:g} % false-reject rate needs {int(np.ceil(1 / cfg.false_reject))} or more")
     staging = prepare_run_dir(out, cfg.overwrite)
     t_feat = time.time()
-    fit_feats = patch_features(model, fit_paths, spec, desc="good features", progress=progress)
-    hold_feats = patch_features(model, hold_paths, spec, desc="held-out features", progress=progress)
-    defect_feats = patch_features(model, [s.path for s in defects], spec, desc="defect features", progress=progress)
+    aligner, why = choose_aligner(cfg.align, fit_paths, spec)
+    print(why)
+    fit_feats = patch_features(model, fit_paths, spec, desc="good features", progress=progress, aligner=aligner)
+    hold_feats = patch_features(model, hold_paths, spec, desc="held-out features", progress=progress, aligner=aligner)
+    defect_feats = patch_features(model, [s.path for s in defects], spec, desc="defect features", progress=progress, aligner=aligner)
     t_fit = time.time()
     detector, hold_scores = fit_detector(cfg.anomaly_method, fit_feats, hold_feats, cfg.false_reject, cfg.memory_bank, cfg.seed, grid)
+    detector.aligner = aligner
     seconds = {"features": round(t_fit - t_feat, 2), "fit": round(time.time() - t_fit, 2)}
     report = finish_run(staging, out, cfg, spec, model, detector, hold_paths, hold_scores,
                         defects, detector.raw(defect_feats)[0] if len(defects) else np.zeros(0), fit_paths, seconds, t0)
@@ -186,7 +217,7 @@ def finish_run(staging: Path, out: Path, cfg: TrainConfig, spec: PreprocessSpec,
     from .plots import plot_anomaly_roc, plot_anomaly_scores
 
     cfg.save(staging / "config.yaml")
-    files = write_state(staging, detector.scorer)
+    files = write_state(staging, detector)
     info = ModelInfo(labels=LABELS, preprocess=spec, backbone=BACKBONE if cfg.anomaly_method != "autoencoder" else "autoencoder",
                      source={"run": str(out.resolve()), "data": str(Path(cfg.data).resolve()), "weights": "imagenet"})
     info = info.with_extra(**{TASK_KEY: "anomaly", ANOMALY_KEY: detector.section(files)})

@@ -87,7 +87,7 @@ def scores_of(model: Path, info: ModelInfo, paths: List[str], progress: bool = T
             pixels = load_batch(paths, spec)
             recon = np.concatenate([np.asarray(keras_model(pixels[i:i + 32].astype(np.float32), training=False)) for i in range(0, len(pixels), 32)])
             return detector.raw(recon, pixels)[0] / detector.threshold
-        return detector.raw(patch_features(keras_model, paths, spec, desc="scoring", progress=progress))[0] / detector.threshold
+        return detector.raw(patch_features(keras_model, paths, spec, desc="scoring", progress=progress, aligner=detector.aligner))[0] / detector.threshold
     from edgesight.edge.classifier import Classifier
 
     with Classifier(folder) as clf:

@@ -24,6 +24,7 @@ CLASS_WEIGHTS = ("auto", "balanced", "none")
 STRATEGIES = ("none", "mirrored", "multiworker")
 TASKS = ("classify", "anomaly")
 ANOMALY_METHODS = ("patchcore", "padim", "autoencoder")
+ALIGN_MODES = ("auto", "euclidean", "none")
 CACHE_MODES = ("memory", "disk", "none")
 opt = options.option
 
@@ -41,6 +42,8 @@ class TrainConfig:
     anomaly_method: str = opt("padim", "--task anomaly: patchcore (nearest good patch), padim (a Gaussian per image location) or autoencoder (reconstruction error).", choices=ANOMALY_METHODS, flag="method")
     defects: Optional[str] = opt(None, "--task anomaly: a folder of defect images (sub-folders name the kinds), for the report and the best-F1 threshold; never trained on.", metavar="DIR")
     false_reject: float = opt(0.01, "--task anomaly: share of held-out good images the threshold may flag (held out: --val-split + --test-split of the good images, at least 10).", min=0.0, max=0.5, min_open=True)
+    align: str = opt("auto", "--task anomaly: align every image to the mean good image (shift and rotation) before scoring; "
+                     "auto: when the good images show one part in about the same place (printed).", choices=ALIGN_MODES)
     memory_bank: int = opt(2000, "--task anomaly --method patchcore: good patches kept (greedy coreset); more is slower per frame.", min=1)
     out: str = opt("runs/train", "Run folder to create.", short="o")
     model: str = opt("cnn_small", "Backbone.", choices=list_backbones())

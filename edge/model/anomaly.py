@@ -159,6 +159,11 @@ class AnomalyDetector:
     threshold: float
     grid: Tuple[int, int]
     false_reject: Optional[float] = None
+    aligner: Any = None  # an edgesight.edge.model.align.Aligner, applied to the pixels before the model
+
+    def arrays(self) -> Dict[str, np.ndarray]:
+        """The state to store: the scorer's arrays and the alignment reference."""
+        return {**self.scorer.arrays(), **({"reference": self.aligner.reference} if self.aligner is not None else {})}
 
     @property
     def method(self) -> str:
@@ -178,6 +183,7 @@ class AnomalyDetector:
         """model.json's ``anomaly`` entry for this detector."""
         return {"method": self.method, "grid": list(self.grid), "features": int(self.scorer.features),
                 "threshold": float(self.threshold), "false_reject": self.false_reject, "image_score": "max",
+                "align": "euclidean" if self.aligner is not None else "none",
                 "files": {k: dict(v) for k, v in files.items()}, **extra}
 
 
@@ -258,9 +264,21 @@ def load_detector(root: Path, info: Any, verify: bool = True, json_path: Optiona
             raise BundleError(f"{path}: holds {arr.dtype} values{' that are not all finite' if arr.dtype.kind == 'f' else ''}, not the scorer's floats; copy the bundle again")
         arrays[role] = arr.astype(np.float32, copy=False)
     _check_shapes(method, arrays, tuple(grid), sec.get("features"), where)
+    aligner = None
+    if sec.get("align", "none") != "none":
+        from .align import Aligner
+
+        entry = files.get("reference")
+        if sec.get("align") != "euclidean" or not isinstance(entry, Mapping):
+            raise BundleError(f"{where}: anomaly.align is {sec.get('align')!r} without its reference file; copy the whole bundle again")
+        path = inside_bundle(root, entry.get("file"), json_path, "anomaly.files.reference.file")
+        try:
+            aligner = Aligner(read_npy(path, entry.get("sha256"), verify, json_path, "anomaly.files.reference.sha256"))
+        except ValueError as e:
+            raise BundleError(f"{path}: {e}; copy the whole bundle again") from e
     fr = sec.get("false_reject")
     return AnomalyDetector(make_scorer(method, arrays, tuple(grid)), threshold, tuple(grid),
-                           float(fr) if isinstance(fr, (int, float)) else None)
+                           float(fr) if isinstance(fr, (int, float)) else None, aligner)
 
 
 def _check_shapes(method: str, arrays: Mapping[str, np.ndarray], grid: Tuple[int, int], features: Any, where: str) -> None:

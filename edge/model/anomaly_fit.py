@@ -34,10 +34,14 @@ def greedy_coreset(points: np.ndarray, size: int, project: int = 128, seed: int 
     chosen = np.empty(size, np.int64)
     chosen[0] = int(rng.integers(n))
     nearest = sq - 2.0 * (x @ x[chosen[0]]) + sq[chosen[0]]
+    # A chosen point's own distance is rounding noise, which can top repeated points' (a plain
+    # background repeats a patch): never pick it again.
+    nearest[chosen[0]] = -np.inf
     for i in range(1, size):
         j = int(nearest.argmax())
         chosen[i] = j
         np.minimum(nearest, sq - 2.0 * (x @ x[j]) + sq[j], out=nearest)
+        nearest[j] = -np.inf
         if progress is not None and i % 256 == 0:
             progress(256)
     return chosen
@@ -199,16 +203,16 @@ def format_anomaly_report(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_state(folder: Path, scorer: Any) -> Dict[str, Dict[str, str]]:
-    """Write the scorer's arrays as ``anomaly/<role>.npy`` under ``folder``; returns model.json's
-    ``files`` entry (file and sha256 per role)."""
+def write_state(folder: Path, detector: Any) -> Dict[str, Dict[str, str]]:
+    """Write a detector's arrays (or a bare scorer's) as ``anomaly/<role>.npy`` under ``folder``;
+    returns model.json's ``files`` entry (file and sha256 per role)."""
     import hashlib
 
     from ..fsutil import write_bytes
     from .enroll_files import npy_bytes
 
     files: Dict[str, Dict[str, str]] = {}
-    for role, arr in scorer.arrays().items():
+    for role, arr in detector.arrays().items():
         data = npy_bytes(np.asarray(arr, np.float32))
         name = f"{STATE_DIR}/{role}.npy"
         (Path(folder) / STATE_DIR).mkdir(parents=True, exist_ok=True)

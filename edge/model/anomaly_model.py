@@ -52,6 +52,8 @@ class AnomalyModel(TFLiteClassifier):
             raise BundleError("an anomaly detector has no classes to enrol; enrol classes on a classifier bundle")
 
     def set_pixels(self, pixels: np.ndarray) -> None:
+        if self.detector.aligner is not None:
+            pixels = self.detector.aligner(pixels)
         self._last_pixels = pixels
         super().set_pixels(pixels)
 
