@@ -723,14 +723,25 @@ def test_a_camera_not_ready_at_start_is_retried_with_backoff(fake_capture, caplo
     assert sum("waiting for camera 0 to open, up to 2 s" in m for m in messages) == 1
 
 
-def test_a_camera_that_never_opens_fails_after_open_timeout_saying_how_long(fake_capture):
+def test_a_camera_that_never_opens_fails_after_open_timeout_saying_how_long(fake_capture, monkeypatch):
+    from types import SimpleNamespace
+
+    from edgesight.edge.sources import base
+
     factory = fake_capture(dict(opened=False))
-    t0 = time.monotonic()
-    with pytest.raises(SourceError, match=r"cannot open camera 0: .*'video' group \(waited 0\.\d s, \d+ attempts\)"):
-        OpenCVSource(0, reconnect_delay=0.01, reconnect_max_delay=0.04, open_timeout=0.25)
-    assert 0.25 <= time.monotonic() - t0 < 1.0
-    gaps = np.diff(factory.times)
-    assert len(factory.calls) >= 6 and gaps.max() < 0.04 + 0.03  # the interval is capped
+    now, pauses = [100.0], []
+
+    def pause(seconds):  # a clock that moves only when the source waits: no wall-clock timing
+        pauses.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(base, "_pause", pause)
+    monkeypatch.setattr(base, "time", SimpleNamespace(monotonic=lambda: now[0], time=time.time, sleep=time.sleep))
+    with pytest.raises(SourceError, match=r"cannot open camera 0: .*'video' group \(waited 2\.0 s, 7 attempts\)"):
+        OpenCVSource(0, reconnect_delay=0.125, reconnect_max_delay=0.5, open_timeout=2.0)
+    # Back-off doubles up to the cap, and the last wait ends exactly at the timeout.
+    assert pauses == [0.125, 0.25, 0.5, 0.5, 0.5, 0.125]
+    assert len(factory.calls) == 7 and all(c.released for c in factory.captures)
 
 
 def test_without_open_timeout_a_failed_open_fails_at_once(fake_capture):
