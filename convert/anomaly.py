@@ -114,10 +114,11 @@ def convert_anomaly(source: Path, out: Path, cfg: ConvertConfig, progress: bool 
     eval_feats, eval_pixels = outputs(eval_paths, "int8 features of held-out and defect images")
     t_fit = time.time()
     scorer = fit_scorer(float_detector.method, fit_feats, bank_size=train_cfg.memory_bank, seed=train_cfg.seed, grid=float_detector.grid)
-    probe = AnomalyDetector(scorer, 1.0, float_detector.grid)
+    probe = AnomalyDetector(scorer, 1.0, float_detector.grid, image_score=float_detector.image_score)
     q_raw = probe.raw(eval_feats, eval_pixels)[0]
     q_threshold = threshold_for(q_raw[: len(hold_paths)], train_cfg.false_reject)
-    detector = AnomalyDetector(scorer, q_threshold, float_detector.grid, train_cfg.false_reject, float_detector.aligner)
+    detector = AnomalyDetector(scorer, q_threshold, float_detector.grid, train_cfg.false_reject, float_detector.aligner,
+                               float_detector.image_score)
     fit_seconds = time.time() - t_fit
     # The float detector on the same images, through Keras.
     from edgesight.training.anomaly import patch_features

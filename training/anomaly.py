@@ -128,19 +128,20 @@ def split_good(paths: Sequence[str], holdout: float, seed: int) -> Tuple[List[st
 
 
 def fit_detector(method: str, fit_feats: np.ndarray, hold_feats: np.ndarray, cfg_false_reject: float, bank_size: int,
-                 seed: int, grid: Tuple[int, int], fit_pixels: Any = None, hold_pixels: Any = None) -> Tuple[AnomalyDetector, np.ndarray]:
+                 seed: int, grid: Tuple[int, int], fit_pixels: Any = None, hold_pixels: Any = None,
+                 image_score: str = "max") -> Tuple[AnomalyDetector, np.ndarray]:
     """The scorer fitted on good features, its threshold set on held-out good features.
 
     Returns:
         ``(detector, held-out raw scores)``.
     """
     scorer = fit_scorer(method, fit_feats, bank_size=bank_size, seed=seed, grid=grid)
-    probe = AnomalyDetector(scorer, 1.0, grid, cfg_false_reject)
+    probe = AnomalyDetector(scorer, 1.0, grid, cfg_false_reject, image_score=image_score)
     hold_scores, _ = probe.raw(hold_feats, hold_pixels)
     threshold = threshold_for(hold_scores, cfg_false_reject)
     if not threshold > 0:
         raise DatasetError("the held-out good images all score 0: the good images are identical; add real variety of good parts")
-    return AnomalyDetector(scorer, threshold, grid, cfg_false_reject), np.asarray(hold_scores)
+    return AnomalyDetector(scorer, threshold, grid, cfg_false_reject, image_score=image_score), np.asarray(hold_scores)
 
 
 # ``--align auto`` aligns when the median ECC correlation of good images with their mean
@@ -201,7 +202,8 @@ def train_anomaly(cfg: TrainConfig, progress: bool = True):
     hold_feats = patch_features(model, hold_paths, spec, desc="held-out features", progress=progress, aligner=aligner)
     defect_feats = patch_features(model, [s.path for s in defects], spec, desc="defect features", progress=progress, aligner=aligner)
     t_fit = time.time()
-    detector, hold_scores = fit_detector(cfg.anomaly_method, fit_feats, hold_feats, cfg.false_reject, cfg.memory_bank, cfg.seed, grid)
+    detector, hold_scores = fit_detector(cfg.anomaly_method, fit_feats, hold_feats, cfg.false_reject, cfg.memory_bank, cfg.seed, grid,
+                                          image_score=cfg.image_score)
     detector.aligner = aligner
     seconds = {"features": round(t_fit - t_feat, 2), "fit": round(time.time() - t_fit, 2)}
     report = finish_run(staging, out, cfg, spec, model, detector, hold_paths, hold_scores,

@@ -44,6 +44,8 @@ class TrainConfig:
     false_reject: float = opt(0.01, "--task anomaly: share of held-out good images the threshold may flag (held out: --val-split + --test-split of the good images, at least 10).", min=0.0, max=0.5, min_open=True)
     align: str = opt("auto", "--task anomaly: align every image to the mean good image (shift and rotation) before scoring; "
                      "auto: when the good images show one part in about the same place (printed).", choices=ALIGN_MODES)
+    image_score: str = opt("max", "--task anomaly: an image's score from its patches' scores: max (a defect anywhere: QC parts) or "
+                           "mean (the whole image unlike the good ones: another kind of item).", choices=("max", "mean"))
     memory_bank: int = opt(2000, "--task anomaly --method patchcore: good patches kept (greedy coreset); more is slower per frame.", min=1)
     out: str = opt("runs/train", "Run folder to create.", short="o")
     model: str = opt("cnn_small", "Backbone.", choices=list_backbones())

@@ -145,10 +145,16 @@ def make_scorer(method: str, arrays: Mapping[str, np.ndarray], grid: Tuple[int, 
     raise BundleError(f"anomaly method {method!r} is not one of {', '.join(METHODS)}")
 
 
-def image_scores(patch_maps: np.ndarray) -> np.ndarray:
-    """The image score: the largest patch score (``(..., h, w)`` -> ``(...)``)."""
+IMAGE_SCORES = ("max", "mean")
+
+
+def image_scores(patch_maps: np.ndarray, how: str = "max") -> np.ndarray:
+    """The image score (``(..., h, w)`` -> ``(...)``): the largest patch score (``max``: a
+    defect anywhere), or their mean (``mean``: the whole image unlike the good ones, e.g. another
+    kind of item)."""
     m = np.asarray(patch_maps, np.float32)
-    return m.reshape(*m.shape[:-2], -1).max(-1)
+    flat = m.reshape(*m.shape[:-2], -1)
+    return flat.mean(-1) if how == "mean" else flat.max(-1)
 
 
 @dataclass
@@ -160,6 +166,7 @@ class AnomalyDetector:
     grid: Tuple[int, int]
     false_reject: Optional[float] = None
     aligner: Any = None  # an edgesight.edge.model.align.Aligner, applied to the pixels before the model
+    image_score: str = "max"
 
     def arrays(self) -> Dict[str, np.ndarray]:
         """The state to store: the scorer's arrays and the alignment reference."""
@@ -172,7 +179,7 @@ class AnomalyDetector:
     def raw(self, features: np.ndarray, pixels: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Raw image scores and patch maps of one or more images' outputs."""
         maps = self.scorer.patch_scores(features, pixels)
-        return image_scores(maps), maps
+        return image_scores(maps, self.image_score), maps
 
     def score(self, features: np.ndarray, pixels: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray]:
         """One image: its anomaly score and its ``h x w`` heatmap, both over the threshold."""
@@ -182,7 +189,7 @@ class AnomalyDetector:
     def section(self, files: Mapping[str, Mapping[str, str]], **extra: Any) -> Dict[str, Any]:
         """model.json's ``anomaly`` entry for this detector."""
         return {"method": self.method, "grid": list(self.grid), "features": int(self.scorer.features),
-                "threshold": float(self.threshold), "false_reject": self.false_reject, "image_score": "max",
+                "threshold": float(self.threshold), "false_reject": self.false_reject, "image_score": self.image_score,
                 "align": "euclidean" if self.aligner is not None else "none",
                 "files": {k: dict(v) for k, v in files.items()}, **extra}
 
@@ -276,9 +283,12 @@ def load_detector(root: Path, info: Any, verify: bool = True, json_path: Optiona
             aligner = Aligner(read_npy(path, entry.get("sha256"), verify, json_path, "anomaly.files.reference.sha256"))
         except ValueError as e:
             raise BundleError(f"{path}: {e}; copy the whole bundle again") from e
+    how = sec.get("image_score", "max")
+    if how not in IMAGE_SCORES:
+        raise BundleError(f"{where}: anomaly.image_score is {how!r}, not one of {', '.join(IMAGE_SCORES)}; re-run 'edgesight convert'")
     fr = sec.get("false_reject")
     return AnomalyDetector(make_scorer(method, arrays, tuple(grid)), threshold, tuple(grid),
-                           float(fr) if isinstance(fr, (int, float)) else None, aligner)
+                           float(fr) if isinstance(fr, (int, float)) else None, aligner, how)
 
 
 def _check_shapes(method: str, arrays: Mapping[str, np.ndarray], grid: Tuple[int, int], features: Any, where: str) -> None:
