@@ -3,7 +3,7 @@
 ``edgesight train`` leaves these choices to the data (and to where training starts) unless
 they are given:
 
-* **epochs** (``--epochs``): 20, or 5 when continuing from an earlier run (``--init-from``,
+* **epochs** (``--epochs``): 20, or 8 when continuing from an earlier run (``--init-from``,
   with 3 of fine-tuning instead of 10).
 * **fine-tuning** (``--fine-tune-epochs``): on for pretrained backbones. Phase 1 fits the head
   on the frozen backbone's cached features; phase 2 then trains the top

@@ -114,7 +114,7 @@ class RunConfig:
     drift_shift: float = opt(2.0, "Drift alert when the mean brightness or contrast of the model input moves this many "
                              "standard deviations (of the baseline's images) from the baseline.", min=0.0, min_open=True,
                              metavar="SD")
-    quiet: bool = opt(False, "No per-change lines, only the summary.", short="q")
+    quiet: bool = opt(False, "No per-change lines, only the periodic statistics (--stats-interval) and the summary.", short="q")
     frame_workers: int = opt(0, "Interpreters classifying consecutive frames at once, one thread each (0: automatic: "
                              "one on live sources and delegates, one per thread on files).", min=0, cli=False)
 

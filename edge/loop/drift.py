@@ -247,6 +247,11 @@ def drift_monitor(info: Any, cfg: Any) -> Optional[DriftMonitor]:
         return None
     baseline = info.baseline
     if baseline is None:
+        from ..model.anomaly import is_anomaly
+
+        if is_anomaly(info):
+            log.info("drift is not measured: anomaly detection bundles have no drift baseline")
+            return None
         log.info("drift is not measured: the model has no baseline in model.json (bundles made by this version of "
                  "'edgesight convert' have one; convert the model again to add it)")
         return None

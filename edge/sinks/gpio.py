@@ -34,7 +34,7 @@ def gpiozero_output(pin: Union[int, str], active_high: bool) -> Any:
         return DigitalOutputDevice(pin, active_high=active_high, initial_value=False)
     except GPIOZeroError as e:
         raise EdgesightError(
-            f"cannot use GPIO pin {pin}: {e}. Check the pin (BCM numbering, e.g. 17 or 'GPIO17'), that no "
+            f"cannot use GPIO pin {pin}: {str(e).rstrip('.!')}. Check the pin (BCM numbering, e.g. 17 or 'GPIO17'), that no "
             "other program holds it, and that this is a Raspberry Pi (GPIOZERO_PIN_FACTORY=mock simulates one)"
         ) from e
 

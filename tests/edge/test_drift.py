@@ -240,6 +240,18 @@ def test_a_bundle_without_a_baseline_reports_drift_as_null_with_one_note(color_b
     assert len(notes) == 1 and "no baseline in model.json" in notes[0] and "convert the model again" in notes[0]
 
 
+def test_an_anomaly_bundle_is_not_told_to_convert_again(caplog):
+    from types import SimpleNamespace
+
+    from edgesight.edge.loop.drift import drift_monitor
+
+    info = SimpleNamespace(baseline=None, extra={"task": "anomaly"})
+    with caplog.at_level(logging.INFO, logger="edgesight"):
+        assert drift_monitor(info, RunConfig()) is None
+    notes = [r.getMessage() for r in caplog.records if "drift" in r.getMessage()]
+    assert notes == ["drift is not measured: anomaly detection bundles have no drift baseline"]
+
+
 def test_status_carries_the_drift_object():
     sink = HttpSink(port=0)
     try:
