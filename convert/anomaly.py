@@ -138,7 +138,7 @@ def convert_anomaly(source: Path, out: Path, cfg: ConvertConfig, progress: bool 
         "float_auroc": f_auc, "quant_auroc": q_auc, "auroc_drop_pp": drop, "decision_agreement": agreement,
         "score_rank_correlation": _spearman(f_scores, q_scores) if len(kinds) > 1 else None,
         "threshold_float": float_detector.threshold, "threshold_int8": q_threshold,
-        "float_size_bytes": len(float_bytes), "size_bytes": len(tflite), "size_ratio": round(len(float_bytes) / max(1, len(tflite)), 2),
+        "float_size_bytes": len(float_bytes), "size_bytes": len(tflite), "size_ratio": round(len(tflite) / max(1, len(float_bytes)), 2),
         "max_drop_pp": cfg.max_drop,
         "passed": (drop if drop is not None else changed) <= cfg.max_drop,
         "int8": anomaly_report(q_scores, kinds, 1.0), "fit_seconds": round(fit_seconds, 2),

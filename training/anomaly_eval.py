@@ -109,7 +109,8 @@ def evaluate_anomaly(model: Path, data: Optional[Path], json_out: Optional[Path]
     if report["defects"]:
         from .plots import plot_anomaly_roc
 
-        target = plot or Path(DEFAULT_PLOT)
+        run_dir = Path(model) if Path(model).is_dir() and (Path(model) / "model.keras").is_file() else None
+        target = plot or (run_dir / DEFAULT_PLOT if run_dir is not None else Path(DEFAULT_PLOT))
         plot_anomaly_roc(target, scores, kinds, title=f"{Path(model).name} on {Path(data).name if data else 'its held-out images'}")
         print(f"wrote {target}")
     return report

@@ -43,7 +43,7 @@ def train(ctx: click.Context, data: Optional[Path], config_path: Optional[Path],
 @click.option("--split", type=click.Choice(["auto", "train", "val", "test", "all"]), default="auto", show_default=True, help="auto: the test/ split of a pre-split folder (or of the run's split.json when DATA is omitted), else every image.")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="labels.txt for a bare .keras or .tflite file.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the confusion matrix as PNG.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the confusion matrix as PNG (an anomaly detector: the ROC curves; default anomaly_roc.png in the run folder, else the current folder).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--trust-model", is_flag=True, help="Allow Lambda/custom layers, which run code from the model file.")
 @click.option("--robustness", is_flag=True, help="Report accuracy under noise, blur, dark/bright, contrast, JPEG, haze, rotation, occlusion and low resolution at 5 severities; --json/--plot receive it (default: robustness.json/.png in the run folder, else the current folder).")
