@@ -288,3 +288,11 @@ def test_run_refuses_a_modified_scorer_file(qc, tmp_path, capsys):
     code, _, err = run_cli(args + ["--no-verify"], capsys)
     assert code == 0, err
     assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 2
+
+
+def test_benchmark_measures_an_anomaly_bundle_with_its_scoring(qc, tmp_path, capsys):
+    code, out, err = run_cli(["benchmark", qc.bundle, "--threads", "1", "--runs", "5", "--json", tmp_path / "b.json"], capsys)
+    assert code == 0, err
+    r = json.loads((tmp_path / "b.json").read_text())
+    (row,) = r["results"]
+    assert row["threads"] == 1 and row["end_to_end_ms"]["p50"] >= row["invoke_ms"]["p50"] > 0
