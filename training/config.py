@@ -38,15 +38,6 @@ class TrainConfig:
     """
 
     data: str = opt("", "Dataset: class folders (optionally under train/ val/ test/) or a CSV of path,label rows.", cli=False)
-    task: str = opt("classify", "classify: a classifier of the class folders; anomaly: a detector of anything unlike DATA, a folder of good images only (see the README's anomaly detection).", choices=TASKS)
-    anomaly_method: str = opt("padim", "--task anomaly: patchcore (nearest good patch), padim (a Gaussian per image location) or autoencoder (reconstruction error).", choices=ANOMALY_METHODS, flag="method")
-    defects: Optional[str] = opt(None, "--task anomaly: a folder of defect images (sub-folders name the kinds), for the report and the best-F1 threshold; never trained on.", metavar="DIR")
-    false_reject: float = opt(0.01, "--task anomaly: share of held-out good images the threshold may flag (held out: --val-split + --test-split of the good images, at least 10).", min=0.0, max=0.5, min_open=True)
-    align: str = opt("auto", "--task anomaly: align every image to the mean good image (shift and rotation) before scoring; "
-                     "auto: when the good images show one part in about the same place (printed).", choices=ALIGN_MODES)
-    image_score: str = opt("max", "--task anomaly: an image's score from its patches' scores: max (a defect anywhere: QC parts) or "
-                           "mean (the whole image unlike the good ones: another kind of item).", choices=("max", "mean"))
-    memory_bank: int = opt(2000, "--task anomaly --method patchcore: good patches kept (greedy coreset); more is slower per frame.", min=1)
     out: str = opt("runs/train", "Run folder to create.", short="o")
     model: str = opt("cnn_small", "Backbone.", choices=list_backbones())
     img_size: Optional[int] = opt(None, "Square input side in pixels (default: the backbone's; 64 for cnn_small, 224 otherwise).", min=8)
@@ -82,6 +73,15 @@ class TrainConfig:
     worker_timeout: float = opt(300.0, "multiworker: seconds to wait for the other workers to join, and at each exchange, before stopping with an error.", min=1.0)
     cache: str = opt("memory", "Where decoded images are cached between epochs.", choices=CACHE_MODES)
     probe: bool = opt(True, "With pretrained weights, also fit a linear probe on the frozen backbone's features and report it beside the model.")
+    task: str = opt("classify", "classify: a classifier of the class folders; anomaly: a detector of anything unlike DATA, a folder of good images only (see the README's anomaly detection).", choices=TASKS)
+    anomaly_method: str = opt("padim", "--task anomaly: patchcore (nearest good patch), padim (a Gaussian per image location) or autoencoder (reconstruction error).", choices=ANOMALY_METHODS, flag="method")
+    defects: Optional[str] = opt(None, "--task anomaly: a folder of defect images (sub-folders name the kinds), for the report and the best-F1 threshold; never trained on.", metavar="DIR")
+    false_reject: float = opt(0.01, "--task anomaly: share of held-out good images the threshold may flag (held out: --val-split + --test-split of the good images, at least 10).", min=0.0, max=0.5, min_open=True)
+    align: str = opt("auto", "--task anomaly: align every image to the mean good image (shift and rotation) before scoring; "
+                     "auto: when the good images show one part in about the same place (printed).", choices=ALIGN_MODES)
+    image_score: str = opt("max", "--task anomaly: an image's score from its patches' scores: max (a defect anywhere: QC parts) or "
+                           "mean (the whole image unlike the good ones: another kind of item).", choices=("max", "mean"))
+    memory_bank: int = opt(2000, "--task anomaly --method patchcore: good patches kept (greedy coreset); more is slower per frame.", min=1)
     overwrite: bool = opt(False, "Replace an existing run folder.")
 
     def __post_init__(self) -> None:
