@@ -221,7 +221,8 @@ def finish_run(staging: Path, out: Path, cfg: TrainConfig, spec: PreprocessSpec,
     cfg.save(staging / "config.yaml")
     files = write_state(staging, detector)
     info = ModelInfo(labels=LABELS, preprocess=spec, backbone=BACKBONE if cfg.anomaly_method != "autoencoder" else "autoencoder",
-                     source={"run": str(out.resolve()), "data": str(Path(cfg.data).resolve()), "weights": "imagenet"})
+                     source={"run": str(out.resolve()), "data": str(Path(cfg.data).resolve()),
+                             "weights": "none" if cfg.anomaly_method == "autoencoder" else "imagenet"})
     info = info.with_extra(**{TASK_KEY: "anomaly", ANOMALY_KEY: detector.section(files)})
     write_model_info(staging, info)
     write_json(staging / SPLIT_FILE, {"task": "anomaly", "fit": list(fit_paths), "holdout": list(hold_paths),
