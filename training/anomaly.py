@@ -168,16 +168,17 @@ def choose_aligner(mode: str, paths: Sequence[str], spec: PreprocessSpec) -> Tup
     return Aligner(ref), f"alignment: each image is shifted and rotated onto the mean good image before scoring ({why})"
 
 
-def train_anomaly(cfg: TrainConfig, progress: bool = True):
-    """Fit the detector on the good images of ``cfg.data`` and write the run folder."""
-    from .rundir import TrainResult, check_out, prepare_run_dir
+def training_images(cfg: TrainConfig, progress: bool = True) -> Tuple[List[str], List[str], List[str], List[Sample]]:
+    """Check ``--out``, then the good images of ``cfg.data``: all of them, those to fit on, those
+    held out for the threshold, and the ``--defects`` images.
 
-    t0 = time.time()
-    height, width = cfg.input_size(224)
-    spec = PreprocessSpec(height=height, width=width, color=cfg.color, resize=cfg.resize, interpolation=cfg.interpolation,
-                          model_mean=(127.0,), model_std=(128.0,))
-    out = Path(cfg.out)
-    check_out(out, cfg.overwrite)
+    Raises:
+        ConfigError: the run folder exists (without ``--overwrite``).
+        DatasetError: no folder, no readable images, too few, or unusable ``--defects``.
+    """
+    from .rundir import check_out
+
+    check_out(Path(cfg.out), cfg.overwrite)
     data = Path(cfg.data)
     if not data.is_dir():
         raise DatasetError(f"{data}: not a folder; give a folder of good images (any depth)")
@@ -185,7 +186,19 @@ def train_anomaly(cfg: TrainConfig, progress: bool = True):
     if not good:
         raise DatasetError(f"{data}: no readable images; give a folder of good images (any depth)")
     fit_paths, hold_paths = split_good(good, cfg.val_split + cfg.test_split, cfg.seed)
-    defects = defect_samples(Path(cfg.defects) if cfg.defects else None)
+    return good, fit_paths, hold_paths, defect_samples(Path(cfg.defects) if cfg.defects else None)
+
+
+def train_anomaly(cfg: TrainConfig, progress: bool = True):
+    """Fit the detector on the good images of ``cfg.data`` and write the run folder."""
+    from .rundir import TrainResult, prepare_run_dir
+
+    t0 = time.time()
+    height, width = cfg.input_size(224)
+    spec = PreprocessSpec(height=height, width=width, color=cfg.color, resize=cfg.resize, interpolation=cfg.interpolation,
+                          model_mean=(127.0,), model_std=(128.0,))
+    out = Path(cfg.out)
+    good, fit_paths, hold_paths, defects = training_images(cfg, progress)
     model = build_feature_model(height, width, spec.channels)
     grid = tuple(int(s) for s in model.outputs[0].shape[1:3])
     print(f"anomaly detection ({cfg.anomaly_method}) on {len(good)} good images: {len(fit_paths)} to learn from, "

@@ -31,9 +31,8 @@ from edgesight.edge.model.anomaly import AnomalyDetector, ReconstructionScorer
 from edgesight.edge.model.anomaly_fit import threshold_for
 from edgesight.edge.model.spec import PreprocessSpec
 
-from .anomaly import defect_samples, finish_run, split_good
+from .anomaly import finish_run, training_images
 from .config import TrainConfig
-from .data import unlabelled_images
 
 DEFAULT_SIZE = 128
 STRIDE = 16  # four stride-2 convolutions
@@ -146,7 +145,7 @@ def train_autoencoder(cfg: TrainConfig, progress: bool = True):
     from .callbacks import GracefulStop, TimeLimit, make_callbacks
     from .pipeline import load_batch
     from .tf import import_keras, import_tensorflow
-    from .rundir import TrainResult, check_out, prepare_run_dir
+    from .rundir import TrainResult, prepare_run_dir
 
     t0 = time.time()
     height, width = cfg.input_size(DEFAULT_SIZE)
@@ -154,16 +153,8 @@ def train_autoencoder(cfg: TrainConfig, progress: bool = True):
     spec = PreprocessSpec(height=height, width=width, color=cfg.color, resize=cfg.resize, interpolation=cfg.interpolation,
                           model_mean=(0.0,), model_std=(255.0,))
     out = Path(cfg.out)
-    check_out(out, cfg.overwrite)
-    data = Path(cfg.data)
-    if not data.is_dir():
-        raise DatasetError(f"{data}: not a folder; give a folder of good images (any depth)")
-    good = [s.path for s in unlabelled_images(data, progress=progress)]
-    if not good:
-        raise DatasetError(f"{data}: no readable images; give a folder of good images (any depth)")
-    fit_paths, hold_paths = split_good(good, cfg.val_split + cfg.test_split, cfg.seed)
+    good, fit_paths, hold_paths, defects = training_images(cfg, progress)
     learn_paths, stop_paths = _split_stop(fit_paths, cfg.seed)
-    defects = defect_samples(Path(cfg.defects) if cfg.defects else None)
     epochs = cfg.epochs or DEFAULT_EPOCHS
     grid = (height // CELL, width // CELL)
     print(f"anomaly detection (autoencoder, {height}x{width}) on {len(good)} good images: {len(learn_paths)} to learn from"
