@@ -20,7 +20,6 @@ import cv2
 import numpy as np
 
 from ..errors import BundleError
-from ..model.postprocess import Decider
 from ..model.preprocess import ImageReadError, ImageTooLargeError, decode_image, frame_to_pixels
 from .server import HttpError, Request
 
@@ -58,7 +57,7 @@ def bytes_classifier(clf: Any, *, top_k: int = 3, threshold: float = 0.0, max_pi
                 if "model" not in own:
                     own["model"] = clf.model.clone(num_threads=1)
                 probs = np.asarray(own["model"].predict(pixels))
-            label, score, top, _ = Decider(clf.labels, threshold=threshold, k=top_k)(probs)
+            label, score, top, _ = clf.decider(threshold=threshold, k=top_k, n=len(probs))(probs)
             out = {"label": label, "score": round(float(score), 6),
                    "top_k": [{"label": lab, "score": round(float(v), 6)} for lab, v in top]}
         else:

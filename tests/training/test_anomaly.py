@@ -185,6 +185,12 @@ def test_classifier_held_out_good_and_a_stain(qc):
         assert heat.shape == (4, 4) and heat.max() == pytest.approx(bad.score, rel=1e-5)
         # the same image as a frame and as a file scores the same
         assert clf(img).score == pytest.approx(good.score, rel=1e-6)
+        # the HTTP classify page's own interpreter decides ok/defect the same way
+        from edgesight.edge.web.classify import bytes_classifier
+
+        web = bytes_classifier(clf, own_interpreter=True)
+        assert web(cv2.imencode(".png", stained)[1].tobytes())["label"] == "defect"
+        assert web(cv2.imencode(".png", img)[1].tobytes())["label"] == "ok"
 
 
 def _frame(video: Path, index: int) -> np.ndarray:
