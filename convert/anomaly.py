@@ -100,18 +100,19 @@ def convert_anomaly(source: Path, out: Path, cfg: ConvertConfig, progress: bool 
     eval_paths = hold_paths + [p for p, _ in defects]
     kinds = ["good"] * len(hold_paths) + [k for _, k in defects]
 
-    def outputs(paths: List[str], desc: str) -> tuple:
+    def outputs(paths: List[str], desc: str, keep_pixels: bool) -> tuple:
         feats, pixels = [], []
         with tqdm(total=len(paths), desc=desc, unit="img", disable=None if progress else True, leave=False) as bar:
             for i in range(0, len(paths), 64):
                 imgs = load_batch(paths[i:i + 64], spec)
                 feats.append(_int8_outputs(qmodel, imgs))
-                pixels.append(imgs)
+                if keep_pixels:  # the autoencoder's score compares its output with them
+                    pixels.append(imgs)
                 bar.update(len(imgs))
-        return np.concatenate(feats), np.concatenate(pixels)
+        return np.concatenate(feats), (np.concatenate(pixels) if pixels else None)
 
-    fit_feats, fit_pixels = outputs(fit_paths, "int8 features of the good images")
-    eval_feats, eval_pixels = outputs(eval_paths, "int8 features of held-out and defect images")
+    fit_feats, _ = outputs(fit_paths, "int8 features of the good images", False)
+    eval_feats, eval_pixels = outputs(eval_paths, "int8 features of held-out and defect images", True)
     t_fit = time.time()
     scorer = fit_scorer(float_detector.method, fit_feats, bank_size=train_cfg.memory_bank, seed=train_cfg.seed, grid=float_detector.grid)
     probe = AnomalyDetector(scorer, 1.0, float_detector.grid, image_score=float_detector.image_score)

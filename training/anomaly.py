@@ -128,7 +128,7 @@ def split_good(paths: Sequence[str], holdout: float, seed: int) -> Tuple[List[st
 
 
 def fit_detector(method: str, fit_feats: np.ndarray, hold_feats: np.ndarray, cfg_false_reject: float, bank_size: int,
-                 seed: int, grid: Tuple[int, int], fit_pixels: Any = None, hold_pixels: Any = None,
+                 seed: int, grid: Tuple[int, int], hold_pixels: Any = None,
                  image_score: str = "max") -> Tuple[AnomalyDetector, np.ndarray]:
     """The scorer fitted on good features, its threshold set on held-out good features.
 

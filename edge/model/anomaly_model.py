@@ -70,12 +70,6 @@ class AnomalyModel(TFLiteClassifier):
         self.last_map = heat
         return np.array([score], np.float32)
 
-    def raw_scores(self, pixels: np.ndarray) -> float:
-        """The raw (not threshold-scaled) image score of one uint8 image."""
-        self.set_pixels(pixels)
-        self.invoke()
-        return float(self.detector.raw(self.features(), pixels)[0])
-
 
 def open_model(bundle: Any, **kwargs: Any) -> TFLiteClassifier:
     """The interpreter for a loaded bundle: an :class:`AnomalyModel` for an anomaly bundle,
