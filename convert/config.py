@@ -33,6 +33,9 @@ class ConvertConfig:
     max_drop: float = opt(1.0, "Largest tolerated top-1 accuracy drop in percentage points; beyond it the command exits 1, keeps the bundle and says what to try.", min=0.0)
     edgetpu: bool = opt(False, "Edge TPU: full int8, uint8 I/O, batch 1, op compatibility report; compiles when edgetpu_compiler is installed.")
     per_tensor: bool = opt(False, "Per-tensor instead of per-channel weight quantisation.")
+    qat_epochs: int = opt(3, "Quantisation-aware fine-tuning before int8 conversion (EfficientNet-Lite0 models): epochs over up to 2,000 "
+                          "training images, the model learning to keep its answers with int8 weights and activations; 0 turns it off. "
+                          "The report compares the int8 model with the model as trained.", min=0)
     calibrate: bool = opt(True, "Fit a temperature on the validation split and bake it into the model, so its scores are probabilities.", negatable=True)
     embedding: bool = opt(True, "Add a second output, the pooled features before the classifier head, computed in the same invoke "
                           "(for 'edgesight embed' and 'edgesight enroll'; MediaPipe still reads the scores and labels).", negatable=True)

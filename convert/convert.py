@@ -230,11 +230,16 @@ def convert_source(
         picked = stratified_sample(calib_samples, cfg.num_calib, cfg.seed)
         calibration = load_batch([s.path for s in picked], spec)
         n_calib = len(picked)
+    # Fine-tuned weights are used for the conversion only: verification compares the int8 model
+    # with the model as trained.
+    trained_weights, qat = _finetune_for_int8(model, info, calib_samples, calibration, cfg, progress) if calibration is not None else (None, None)
     # The converter's output goes to converter.log, and to the log at DEBUG (edgesight -v).
     with captured_native_output(what="converting") as (stream, converter_log):
         with tqdm(total=n_calib, desc="calibrating", unit="img", file=stream, disable=(None if progress else True) if n_calib else True, leave=False) as bar:
             raw = convert_keras(exported, cfg, calibration, progress=bar.update)
         float_bytes = raw if cfg.quant == "float32" else convert_keras(exported, ConvertConfig.float32())
+    if trained_weights is not None:
+        model.set_weights(trained_weights)
     if two is not None:
         raw, float_bytes = (order_outputs(b, info.num_classes) for b in (raw, float_bytes))
     def with_metadata(model_bytes: bytes) -> bytes:
@@ -277,6 +282,8 @@ def convert_source(
         "ece": cal.ece(y, kp, qp) if verification["labelled"] else {},
         "toolkit_version": __version__,
     }
+    if qat is not None:
+        report["qat"] = qat
     if reference is not None:
         report["embedding"] = agreement
     if verification["distinct_predictions_quant"] == 1 and verification["distinct_predictions_float"] > 1:
@@ -307,6 +314,33 @@ def convert_source(
 
     save_bundle(out, tflite, binfo, finish)
     return ConversionResult(out, report, report["passed"])
+
+
+def _finetune_for_int8(model, info: ModelInfo, samples: Sequence[Sample], calibration: np.ndarray, cfg: ConvertConfig,
+                       progress: bool) -> Tuple[Optional[List[np.ndarray]], Optional[Dict[str, Any]]]:
+    """Quantisation-aware fine-tuning (:mod:`.qat`) when the config asks for it and the model
+    allows it: ``(the weights as trained, to restore after converting; what was done)``."""
+    from tqdm import tqdm
+
+    from .qat import MAX_IMAGES, batches, finetune_for_int8, unsupported
+    from .quantize import captured_native_output, stratified_sample
+    from edgesight.training.pipeline import load_batch
+
+    if cfg.qat_epochs == 0:
+        return None, None
+    why = unsupported(model)
+    if why:
+        return None, {"skipped": why}
+    picked = stratified_sample(samples, MAX_IMAGES, cfg.seed)
+    images = load_batch([s.path for s in picked], info.preprocess)
+    known = all(s.label in info.labels for s in picked)
+    labels = np.array([info.labels.index(s.label) for s in picked]) if known else None
+    weights = model.get_weights()
+    with captured_native_output(what="fine-tuning for int8") as (stream, _):
+        with tqdm(total=batches(len(images), cfg.qat_epochs), desc="fine-tuning for int8", unit="batch", file=stream,
+                  disable=None if progress else True, leave=False) as bar:
+            done = finetune_for_int8(model, images, labels, calibration, cfg.qat_epochs, cfg.seed, on_batch=lambda: bar.update(1))
+    return weights, done
 
 
 def save_bundle(out: Path, tflite: bytes, info: ModelInfo, extra: Optional[Callable[[Path], None]] = None) -> Path:
@@ -405,6 +439,10 @@ def format_conversion_report(report: Dict[str, Any]) -> str:
     if emb and emb.get("num_samples"):
         lines.append(f"{'embedding':<18}{emb['size']:>10}   values; float vs {label} cosine mean {emb['cosine_mean']:.4f}, "
                      f"min {emb['cosine_min']:.4f}")
+    qat = report.get("qat") or {}
+    if qat.get("epochs"):
+        targets = "labels and the model's own scores" if qat["labels"] else "the model's own scores"
+        lines.append(f"fine-tuned for int8: {qat['epochs']} epochs on {qat['images']} images ({targets}), {qat['seconds']:.0f} s")
     if labelled:
         lines.append(f"verified on {report['num_samples']} images ({report['verification_split']}), calibrated on {report['calibration_images']}")
         worst = sorted(report["per_class"].items(), key=lambda kv: kv[1]["change_pp"])[:3]
