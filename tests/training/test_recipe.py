@@ -10,6 +10,7 @@ import yaml
 from edgesight.training.config import TrainConfig
 from edgesight.training.data import make_split, scan_dataset
 from edgesight.training.recipe import choose
+from edgesight.training.synth import write_shapes, write_signs
 
 from ..conftest import write_color_dataset
 
@@ -113,6 +114,29 @@ def test_flips_stay_on_for_symmetric_classes(tmp_path):
     cfg, lines = choose(TrainConfig(data=str(data), augment="none"), False, _split(data))
     assert cfg.hflip is True
     assert lines == ["mirrored images: on (auto: no class turns into another when mirrored)"]
+
+
+@pytest.mark.parametrize("seed", [2, 6])
+def test_flips_stay_on_for_generated_symmetric_shapes(tmp_path, seed):
+    # Circles, rings, squares, stars, triangles and crosses at random places and angles: noisy
+    # class means once made two of them look like each other's mirror image (cross and star
+    # for seed 2, cross and ring for seed 6).
+    write_shapes(tmp_path / "d", per_class=40, size=32, seed=seed)
+    cfg, lines = choose(TrainConfig(data=str(tmp_path / "d"), augment="none"), False, _split(tmp_path / "d"))
+    assert cfg.hflip is True
+    assert lines == ["mirrored images: on (auto: no class turns into another when mirrored)"]
+
+
+def test_flips_stay_off_for_generated_turn_signs(tmp_path):
+    # Left and right turn signs amid others, in varied places, sizes and light; renamed so
+    # that only the images tell (class means took speed_30 and speed_50 for a pair here).
+    data = tmp_path / "d"
+    write_signs(data, per_class=40, size=32, seed=3, classes=("turn_left", "turn_right", "ahead_only", "stop", "speed_30", "speed_50"))
+    (data / "turn_left").rename(data / "turn_a")
+    (data / "turn_right").rename(data / "turn_b")
+    cfg, lines = choose(TrainConfig(data=str(data), augment="none"), False, _split(data))
+    assert cfg.hflip is False
+    assert lines == ["mirrored images: off (auto: 'turn_a' and 'turn_b' are each other's mirror image)"]
 
 
 def test_flips_stay_off_when_a_class_name_says_a_side(tmp_path):
