@@ -130,6 +130,7 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
         "test_images": rep["num_samples"], "float_accuracy": rep["float_accuracy"], "int8_accuracy": rep["quant_accuracy"],
         "drop_pp": round(100 * (rep["float_accuracy"] - rep["quant_accuracy"]), 2), "agreement": rep["agreement"],
         "int8_bytes": rep["size_bytes"], "float32_tflite_bytes": rep["float_size_bytes"], "size_ratio": rep["size_ratio"],
+        "int8_fine_tuning": rep.get("qat"),
         "anchor": cfg["anchor"], **timing,
         "train_seconds": (run_metrics.get("seconds") or {}),
         "choices": run_metrics.get("choices", []),
