@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
+import numpy as np
+
 from edgesight.edge.errors import ConfigError
 
 # builder(input_shape, weights, alpha) -> keras.Model mapping normalised images to a feature map.
@@ -246,3 +248,37 @@ def build_classifier(
         x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name=f"{backbone.name}_classifier"), base
+
+
+def set_batch_norm_statistics(model, images, batch_size: int = 32) -> int:
+    """Set the moving statistics of ``model``'s trainable batch-norm layers to those of
+    ``images`` (raw pixels, the model's input): the mean over whole batches of ``batch_size``
+    of the statistics training would see, for the weights as they are now.
+
+    Returns:
+        The number of layers set (0 when there are none or no images).
+    """
+    keras = _keras()
+    layers, todo = [], [model]
+    while todo:
+        layer = todo.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if layer.trainable:
+                layers.append(layer)
+        else:
+            todo.extend(getattr(layer, "layers", []))
+    if not layers or len(images) == 0:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    step = max(1, min(batch_size, len(images)))
+    try:
+        # Momentum i/(i+1): the running mean of the batches' statistics, the first replacing
+        # what the layers held.
+        for i in range(len(images) // step):
+            for layer in layers:
+                layer.momentum = i / (i + 1)
+            model(np.asarray(images[i * step:(i + 1) * step], dtype=np.float32), training=True)
+    finally:
+        for layer, m in zip(layers, momenta):
+            layer.momentum = m
+    return len(layers)

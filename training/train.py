@@ -10,6 +10,7 @@ It is assembled in ``<out>.partial`` and moved into place only when complete.
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import sys
 import tempfile
@@ -30,6 +31,8 @@ from .data import Split, format_skipped, make_split, scan_dataset, write_skipped
 from .rundir import OWNER_FILE, TrainResult, check_out, prepare_run_dir  # noqa: F401 (part of this module's interface)
 
 log = logging.getLogger("edgesight.train")
+# Training images whose statistics set the batch norm of a network trained from scratch.
+BN_IMAGES = 256
 
 
 def _tf():
@@ -241,8 +244,8 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
          start: Any = None, cluster: Any = None) -> Fit:
     from . import headfit
     from .augment import build_augmentation
-    from .callbacks import GracefulStop, TimeLimit, make_callbacks, save_model
-    from .pipeline import make_dataset
+    from .callbacks import GracefulStop, TimeLimit, batch_norm_statistics, make_callbacks, save_model
+    from .pipeline import load_batch, make_dataset
     from .tf import import_keras
 
     tf = _tf()
@@ -323,6 +326,10 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
         else:
             callbacks, best = make_callbacks(keras, core, staging, monitor, cfg, stopper)
             callbacks.append(limit.callback(keras))
+            if not transfer:
+                # First, so that the checkpoint and early stopping see the statistics it sets.
+                sample = random.Random(cfg.seed).sample(list(train_part), min(len(train_part), BN_IMAGES))
+                callbacks.insert(0, batch_norm_statistics(keras, core, load_batch([s.path for s in sample], spec), cfg.batch_size))
             h = trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=weights, callbacks=spread(callbacks), verbose=verbose, shuffle=False)
             _merge(history, h.history)
         seconds["phase1"] = round(time.monotonic() - t0, 2)

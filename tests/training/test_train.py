@@ -220,6 +220,30 @@ def test_random_weights_train_the_whole_backbone_from_the_first_epoch(tmp_path):
                           model="mobilenet_v3_small", weights="none", img_size=32, epochs=1, fine_tune_epochs=1), progress=False)
 
 
+def test_a_small_dataset_trained_from_scratch_is_judged_with_its_own_batch_norm_statistics(tmp_path):
+    # 96 training images, 3 steps an epoch: Keras' moving statistics (variance 1 to start,
+    # momentum 0.9) stayed far above the first layer's (pixels scaled to 0-1), so inference
+    # answered one colour for every image and validation stayed at chance.
+    import keras
+
+    data = write_color_dataset(tmp_path / "d", per_class=40, size=32)
+    out = tmp_path / "run"
+    res = train(TrainConfig(data=str(data), out=str(out), img_size=32, epochs=4, augment="none", early_stopping=0), progress=False)
+    h = json.loads((out / "history.json").read_text())
+    assert max(h["val_accuracy"]) >= 0.9 and res.metrics["accuracy"] >= 0.9  # chance is 1/3
+    model = keras.models.load_model(out / "model.keras", compile=False)
+    base = model.get_layer("cnn_small")
+    bn = base.get_layer("block1_bn1")
+    from edgesight.edge.model.spec import read_model_info
+    from edgesight.training.pipeline import load_batch
+
+    x = load_batch(sorted(str(p) for p in data.rglob("*.png")), read_model_info(out).preprocess).astype("float32")
+    first = keras.Model(base.input, bn.input)(x / 255.0).numpy().reshape(-1, bn.input.shape[-1])
+    # The saved model's statistics are those of its weights, not Keras' start dragged along.
+    ratio = bn.moving_variance.numpy() / first.var(0)
+    assert np.all((ratio > 0.5) & (ratio < 2.0)), ratio
+
+
 def test_a_run_folder_being_written_by_a_live_training_is_refused(tmp_path):
     from edgesight.training.train import OWNER_FILE, prepare_run_dir
 
