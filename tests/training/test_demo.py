@@ -60,3 +60,19 @@ def test_demo_training_gets_what_the_time_budget_leaves():
     assert training_time_limit(DemoConfig(fast=True), elapsed=12.0) == 0.0
     with pytest.raises(ConfigError, match="--time-budget"):
         DemoConfig(time_budget=-5)
+
+
+def test_the_full_demo_video_shows_every_class_twice(tmp_path):
+    # The video's score rests on 20 signs, so one sign misread on all its frames costs about 5
+    # points of it, not 10.
+    from edgesight.demo import VIDEO_FPS
+    from edgesight.training.synth import SIGN_CLASSES, make_drive_video
+
+    cfg = DemoConfig(seed=3)
+    assert cfg.video_seconds == 40.0
+    timeline = make_drive_video(tmp_path / "drive.mp4", classes=cfg.classes, seconds=cfg.video_seconds, fps=VIDEO_FPS, size=(160, 90), seed=cfg.seed)
+    labels = [t["label"] for t in timeline]
+    assert len(labels) == 20 and sorted(labels) == sorted(list(SIGN_CLASSES) * 2)
+    assert sorted(labels[:10]) == sorted(SIGN_CLASSES)  # one round of every class, then another
+    assert all(a != b for a, b in zip(labels, labels[1:]))
+    assert DemoConfig(fast=True, classes=("stop", "yield", "ahead_only")).video_seconds == 4.0
