@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 from edgesight.edge.errors import ConfigError
 from edgesight.edge.fsutil import write_json
@@ -76,6 +76,20 @@ class DemoConfig:
         # One sign every 2 s, every class twice (in two shuffled rounds): the share of sign
         # frames read right then rests on 20 signs, and a single hard sign costs 5 points, not 10.
         return 4.0 * len(self.classes) if not self.fast else 2.0 * min(2, len(self.classes))
+
+
+def video_score(events_file: Union[str, Path], truth_file: Union[str, Path]) -> Dict[str, Any]:
+    """How well a run labelled a generated drive: ``edgesight run --jsonl EVENTS`` against the
+    video's ground truth (``drive.json`` beside ``drive.mp4``).
+
+    Returns:
+        ``sign_frames``, ``correct_frames``, ``accuracy`` (their ratio) and ``signs``: per
+        sign, its ``label``, ``frames``, ``correct`` and the label ``reported`` most often over
+        the second half of its approach.
+    """
+    events = [json.loads(line) for line in Path(events_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    truth = json.loads(Path(truth_file).read_text(encoding="utf-8"))
+    return _video_accuracy(events, truth["signs"] if isinstance(truth, dict) else truth)
 
 
 def _video_accuracy(events: List[dict], timeline: Sequence[dict]) -> Dict[str, Any]:

@@ -392,16 +392,26 @@ def _edgetpu(staging: Path, tflite: bytes) -> Dict[str, Any]:
     return {k: rep[k] for k in ("num_ops", "num_mapped", "all_mapped", "first_unmapped") if k in rep} | {"compiler": rep["compiler"]}
 
 
-ADVICE = (
-    "to recover accuracy try: more calibration images (--num-calib 1000), per-tensor weights "
-    "(--per-tensor), --quant float16 (half the size, no activation quantisation), or "
-    "fine-tuning longer so the model is less sensitive to rounding"
+_REMEDIES = (
+    "more calibration images (--num-calib 1000), per-tensor weights (--per-tensor), --quant float16 (half the size, "
+    "no activation quantisation), or fine-tuning longer so the model is less sensitive to rounding"
 )
+ADVICE = f"to recover accuracy try: {_REMEDIES}"
+
+
+def _advice(report: Dict[str, Any]) -> str:
+    calib = (report.get("config") or {}).get("calib")
+    if not calib:
+        return ADVICE
+    # Calibration images unlike the camera's (darker, other scenes) set the int8 ranges wrong.
+    return (f"first check that the --calib images ({calib}) look like what the camera sees (the same exposure, scenes "
+            f"and objects; the training images are a safe choice), then try: {_REMEDIES}")
 
 
 def failure_message(report: Dict[str, Any], out: Path) -> str:
     """The one line ``convert`` prints when the check failed."""
     kept = f"the bundle is kept in {out}"
+    advice = _advice(report)
     if report.get("task") == "anomaly":
         what = (f"image AUROC dropped {report['auroc_drop_pp']:.2f} pp" if report.get("auroc_drop_pp") is not None else
                 f"{100 * (1 - report['decision_agreement']):.2f} % of the held-out images changed between ok and defect")
@@ -411,10 +421,10 @@ def failure_message(report: Dict[str, Any], out: Path) -> str:
                 "--max-drop" if few else "try per-tensor weights (--per-tensor)")
         return f"error: {what} (more than --max-drop {report['max_drop_pp']}); {kept}; {hint}"
     if report.get("labelled", True):
-        return f"error: accuracy dropped {report['accuracy_drop_pp']:.2f} pp (more than --max-drop {report['max_drop_pp']}); {kept}; {ADVICE}"
+        return f"error: accuracy dropped {report['accuracy_drop_pp']:.2f} pp (more than --max-drop {report['max_drop_pp']}); {kept}; {advice}"
     return (f"error: {report['changed_pp']:.2f} % of the {report['num_samples']} held-out images changed label (more than --max-drop "
             f"{report['max_drop_pp']}; without labels that share bounds the accuracy drop); {kept}; give --eval DATA (labelled images) "
-            f"to measure the drop itself; {ADVICE}")
+            f"to measure the drop itself; {advice}")
 
 
 def format_conversion_report(report: Dict[str, Any]) -> str:

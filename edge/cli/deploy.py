@@ -50,7 +50,7 @@ def deploy(archive: Path, hosts: Tuple[str, ...], port: int, identity: Optional[
     --health-timeout; otherwise the previous release is made current again and restarted.
 
     \b
-    Onto a mounted SD card (installed on the first boot, with network):
+    Onto a mounted SD card (installed on the first boot from the card's wheels):
       edgesight deploy signs-rpi5.tar.gz --target /media/$USER/rootfs --boot /media/$USER/bootfs
 
     \b
@@ -85,7 +85,9 @@ def deploy(archive: Path, hosts: Tuple[str, ...], port: int, identity: Optional[
         if boot is not None:
             added = ", ".join(report.boot_lines)
             click.echo(f"{boot / 'config.txt'}: " + (f"added {added}" if added else "already has the camera settings"))
-        click.echo("on the first boot (with network) edgesight-firstboot.service installs the venv and starts edgesight.service")
+        click.echo("on the first boot edgesight-firstboot.service runs install.sh, which installs the venv from the card's wheels, "
+                   "and starts edgesight.service; it needs the network only for what the card lacks (the profile's apt packages, "
+                   "or a --no-wheelhouse archive's wheels; add -e EDGESIGHT_SKIP_APT=1 when the image has the apt packages)")
         return 0
 
     config = DeployConfig(prefix=prefix, user=service_user, port=port, identity=str(identity) if identity else None,

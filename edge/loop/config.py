@@ -136,6 +136,9 @@ class RunConfig:
             raise ConfigError("--display and --headless contradict each other; choose one")
         if self.gpio_on and not self.gpio:
             raise ConfigError("--gpio-on needs --gpio PIN")
+        if self.gpio and not self.gpio_on:
+            raise ConfigError(f"--gpio {self.gpio}: name the label(s) that pulse the pin with --gpio-on LABEL (repeatable), "
+                              "e.g. --gpio-on defect")
         if self.http:
             problem = protection_problem(parse_hostport(self.http)[0], self.http_token, self.http_insecure)
             if problem:

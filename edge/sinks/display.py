@@ -28,8 +28,9 @@ HEADLESS_HELP = (
 _QUIT_KEYS = (ord("q"), ord("Q"), 27)
 
 
-def _opencv_gui() -> Optional[str]:
-    """The GUI backend named in OpenCV's build information ("NONE" when headless), if listed."""
+def opencv_gui() -> Optional[str]:
+    """The GUI backend named in OpenCV's build information ("NONE" when headless), if listed
+    (OpenCV 5 pads the line: ``GUI:                           NONE``)."""
     match = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
     return match.group(1) if match else None
 
@@ -59,7 +60,7 @@ class DisplaySink(Sink):
         """
         self.window_name = window_name
         self.quit_requested = False
-        if _opencv_gui() == "NONE":
+        if opencv_gui() == "NONE":
             raise EdgesightError(HEADLESS_HELP)
         # Without a display, GUI backends abort the whole process instead of raising, so the
         # probe below must not run; QT_QPA_PLATFORM may name a display-less Qt backend.

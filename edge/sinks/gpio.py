@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any, Callable, Iterable, Optional, Union
 
 import numpy as np
@@ -12,6 +14,8 @@ from .base import Sink
 
 
 DeviceFactory = Callable[[Union[int, str], bool], Any]
+
+log = logging.getLogger(__name__)
 
 
 def gpiozero_output(pin: Union[int, str], active_high: bool) -> Any:
@@ -30,8 +34,17 @@ def gpiozero_output(pin: Union[int, str], active_high: bool) -> Any:
             "pip install 'edgesight[gpio]' (or pip install gpiozero; on Raspberry Pi OS: "
             "sudo apt install python3-gpiozero, with a venv created with --system-site-packages)"
         ) from e
+    # gpiozero warns once per pin library it tries and cannot load (PinFactoryFallback): on
+    # anything but a Pi that is several lines before the one error below. They go to the debug
+    # log (shown with -v).
     try:
-        return DigitalOutputDevice(pin, active_high=active_high, initial_value=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return DigitalOutputDevice(pin, active_high=active_high, initial_value=False)
+            finally:
+                for w in caught:
+                    log.debug("gpiozero: %s", w.message)
     except GPIOZeroError as e:
         raise EdgesightError(
             f"cannot use GPIO pin {pin}: {str(e).rstrip('.!')}. Check the pin (BCM numbering, e.g. 17 or 'GPIO17'), that no "

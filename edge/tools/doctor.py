@@ -122,7 +122,9 @@ def run_checks(bundle: Optional[Path] = None, root: Path = Path("/"), disk_path:
     r.add("platform", None, f"{platform.system()} {platform.release()} {platform.machine()}" + (f", {pi}" if pi else ""))
     r.add("cpu", None, f"{cpu_model(root)}, {os.cpu_count()} cores")
     r.add("python", None, f"{platform.python_version()}, numpy {np.__version__}")
-    gui = "GUI: NONE" not in cv2.getBuildInformation()
+    from ..sinks.display import opencv_gui
+
+    gui = opencv_gui() != "NONE"
     r.add("opencv", True, f"{cv2.__version__} ({'with' if gui else 'without'} window support)")
     if not gui:
         r.add("display window", None, "--display unavailable (headless OpenCV); --http works everywhere",

@@ -285,7 +285,9 @@ def explain_files(paths: Sequence[Path], explainer: Any, out: Path, *, target: U
         paths: image files (unreadable ones are skipped and listed in the index).
         explainer: an :class:`OcclusionExplainer`, or anything with ``method``, ``labels``,
             ``spec``, ``model_name``, ``params`` and ``explain(pixels, target)``.
-        out: the folder to write (created; pictures of the same name are replaced).
+        out: the folder to write (created; pictures of the same name are replaced, and those an
+            earlier run listed in its ``index.json`` that this run does not write are removed, so
+            the folder holds what the index lists; other files are left alone).
         target: a label (or class index) to explain in every image instead of its prediction.
         progress: show a progress bar on a terminal.
 
@@ -305,6 +307,7 @@ def explain_files(paths: Sequence[Path], explainer: Any, out: Path, *, target: U
         raise ConfigError(f"--out {out}: is a file; give a folder for the pictures and index.json")
     t = resolve_target(target, explainer.labels)
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_outputs(out)
     inputs = {Path(p).resolve() for p in paths}
     used: Set[str] = set()
     images: List[Dict[str, Any]] = []
@@ -333,5 +336,21 @@ def explain_files(paths: Sequence[Path], explainer: Any, out: Path, *, target: U
     index = {"method": explainer.method, "model": explainer.model_name, "input_size": list(explainer.spec.size),
              "labels": list(labels), "params": explainer.params, "images": images, "skipped": skipped}
     write_json(out / "index.json", index)
+    for name in earlier - {e["output"] for e in images}:
+        (out / name).unlink(missing_ok=True)
     return index
+
+
+def _earlier_outputs(out: Path) -> Set[str]:
+    """Pictures the ``index.json`` already in ``out`` lists: plain ``.png`` names directly inside
+    ``out`` only (the index is a file on disk, so anything else in it is ignored)."""
+    import json
+
+    try:
+        entries = json.loads((out / "index.json").read_text(encoding="utf-8"))["images"]
+        names = {e["output"] for e in entries if isinstance(e, dict) and isinstance(e.get("output"), str)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    root = out.resolve()
+    return {n for n in names if n.endswith(".png") and Path(n).name == n and (out / n).resolve().parent == root}
 

@@ -362,3 +362,14 @@ def test_failure_message_without_labels_names_the_bound_and_the_fix(tmp_path):
         f"the accuracy drop); the bundle is kept in {tmp_path / 'b'}; give --eval DATA (labelled images) to measure the drop itself; {ADVICE}")
     labelled = {"labelled": True, "accuracy_drop_pp": 3.25, "max_drop_pp": 1.0}
     assert failure_message(labelled, tmp_path / "b") == f"error: accuracy dropped 3.25 pp (more than --max-drop 1.0); the bundle is kept in {tmp_path / 'b'}; {ADVICE}"
+
+
+def test_failure_message_names_the_calibration_folder_first_when_one_was_given(tmp_path):
+    from edgesight.convert.convert import ADVICE, failure_message
+
+    report = {"labelled": True, "accuracy_drop_pp": 80.0, "max_drop_pp": 1.0, "config": {"calib": "dusk-frames/"}}
+    msg = failure_message(report, tmp_path / "b")
+    assert msg.startswith(f"error: accuracy dropped 80.00 pp (more than --max-drop 1.0); the bundle is kept in {tmp_path / 'b'}; "
+                          "first check that the --calib images (dusk-frames/) look like what the camera sees")
+    assert msg.endswith("then try: " + ADVICE.split("try: ", 1)[1]) and "--num-calib 1000" in msg
+    assert "--calib" not in failure_message({**report, "config": {"calib": None}}, tmp_path / "b")

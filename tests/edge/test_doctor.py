@@ -79,3 +79,17 @@ def test_optional_pieces_say_how_to_add_them():
     lines = rep.format().splitlines()
     assert lines[1].strip() == "to add: sudo apt-get install libedgetpu1-std"
     assert lines[4].strip() == "fix: plug one in" and "never shown" not in rep.format()
+
+
+@pytest.mark.parametrize("info, window", [
+    ("  GUI:                           NONE\n", False),  # OpenCV 5 pads the line
+    ("  GUI: NONE\n", False),
+    ("  GUI:                           GTK3\n", True),
+])
+def test_doctor_reads_window_support_from_opencv_4_and_5_build_information(tmp_path, monkeypatch, info, window):
+    import cv2
+
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "General configuration for OpenCV\n" + info)
+    by = {c.name: c for c in run_checks(root=tmp_path).checks}
+    assert by["opencv"].detail.endswith("(with window support)" if window else "(without window support)")
+    assert ("display window" in by) is not window

@@ -165,3 +165,21 @@ def test_explain_cli_errors_are_one_line(color_bundle, tmp_path, capsys):
     assert code == 1 and err == f"error: --out {img}: is a file; give a folder for the pictures and index.json\n"
     code, _, err = run_cli(["explain", color_bundle, tmp_path / "nothing-*.png", "--out", tmp_path / "o"], capsys)
     assert code == 1 and err.splitlines()[-1] == "error: no images to explain; give image files, folders or glob patterns"
+
+
+@pytest.mark.slow
+def test_explain_again_into_the_same_folder_keeps_only_what_the_index_lists(color_bundle, color_data, tmp_path, capsys):
+    out = tmp_path / "explained"
+    red, green = color_data / "red" / "red_000.png", color_data / "green" / "green_000.png"
+    assert run_cli(["explain", color_bundle, red, green, "--out", out], capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["green_000.png", "index.json", "red_000.png"]
+    (out / "notes.txt").write_text("mine")
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"not ours")
+    index = json.loads((out / "index.json").read_text())
+    index["images"].append({"output": "../outside.png"})  # a crafted index never reaches outside the folder
+    (out / "index.json").write_text(json.dumps(index))
+    assert run_cli(["explain", color_bundle, green, "--out", out], capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["green_000.png", "index.json", "notes.txt"]
+    assert [e["output"] for e in json.loads((out / "index.json").read_text())["images"]] == ["green_000.png"]
+    assert outside.read_bytes() == b"not ours" and (out / "notes.txt").read_text() == "mine"

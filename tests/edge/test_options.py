@@ -69,6 +69,8 @@ def test_run_config_checks_in_python():
         RunConfig(hysteresis=1.5)
     with pytest.raises(ConfigError, match="--gpio-on needs --gpio PIN"):
         RunConfig(gpio_on=("x",))
+    with pytest.raises(ConfigError, match=r"^--gpio 17: name the label\(s\) that pulse the pin with --gpio-on LABEL"):
+        RunConfig(gpio="17")
     with pytest.raises(Exception, match="--roi '5,5': expected x,y,w,h"):
         RunConfig(roi="5,5")
     assert RunConfig(roi=(1, 2, 3, 4)).roi_box == (1, 2, 3, 4)

@@ -707,6 +707,22 @@ def test_gpio_missing_gpiozero_names_pip_and_apt(monkeypatch):
         GpioSink(17, [], device_factory=FakeOutput)
 
 
+@pytest.mark.hardware
+def test_gpio_off_a_pi_is_one_error_without_gpiozero_fallback_warnings(monkeypatch, caplog):
+    gpiozero = pytest.importorskip("gpiozero")
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    monkeypatch.setattr(gpiozero.Device, "pin_factory", None)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen, caplog.at_level("DEBUG", logger="edgesight"):
+        warnings.simplefilter("always")
+        with pytest.raises(EdgesightError, match=r"^cannot use GPIO pin 17: .*this is a Raspberry Pi"):
+            GpioSink(17, ["reject"])
+    assert [w for w in seen if "gpiozero" in type(w.message).__module__] == []
+    # what gpiozero tried is still there for -v
+    assert any("gpiozero: Falling back from" in r.getMessage() for r in caplog.records)
+
+
 def test_the_base_class_declares_every_ability_with_a_default():
     class Bare(Sink):
         def write(self, frame, result, annotated):

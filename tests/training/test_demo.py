@@ -38,6 +38,12 @@ def test_demo_fast_writes_every_artefact(tmp_path, capsys):
     assert s["video"]["sign_frames"] == sum(len(r) for _, r in spans) > 0
     assert s["video"]["correct_frames"] == sum(by_frame[f] == label for label, r in spans for f in r)
     assert s["video"]["accuracy"] == pytest.approx(s["video"]["correct_frames"] / s["video"]["sign_frames"])
+    # the README's way to score a run of the video: the same figures from the files alone
+    from edgesight.demo import video_score
+
+    score = video_score(out / "events.jsonl", out / "drive.json")
+    keys = ("sign_frames", "correct_frames", "accuracy", "signs")
+    assert {k: score[k] for k in keys} == {k: s["video"][k] for k in keys}
     assert 0.0 <= s["int8_accuracy"] <= 1.0 and s["test_images"] >= 3
     assert s["fps"] > 0 and s["latency_ms"]["p50"] > 0 and s["model_size_bytes"] < s["float_size_bytes"]
     assert s["epochs_run"] == 1 and s["best_epoch"] == 1 and s["time_limited"] is False
