@@ -7,7 +7,8 @@ that place, and the image the largest patch distance:
 - ``patchcore``: Euclidean distance to the nearest of a memory bank of good patch features
   (subsampled by greedy k-centre coreset), as in PatchCore (Roth et al., CVPR 2022);
 - ``padim``: Mahalanobis distance to a Gaussian fitted to the good patches of each grid
-  location, as in PaDiM (Defard et al., ICPR 2021);
+  location, as in PaDiM (Defard et al., ICPR 2021), its covariance shrunk by the Ledoit-Wolf
+  amount (``anomaly_fit.fit_padim``);
 - ``autoencoder``: the model reconstructs the image; the patch score is the reconstruction
   error, averaged over each cell of the grid.
 

@@ -55,8 +55,30 @@ def fit_patchcore(features: np.ndarray, bank_size: int, seed: int = 0, progress:
     return PatchCoreScorer(patches[np.sort(keep)])
 
 
-def fit_padim(features: np.ndarray, eps: float = PADIM_EPS) -> PadimScorer:
-    """A Gaussian per grid location of ``N x h x w x D`` good features (needs N >= 2)."""
+def ledoit_wolf_shrinkage(xc: np.ndarray) -> np.ndarray:
+    """The Ledoit-Wolf shrinkage of each location's covariance towards a scaled identity.
+
+    ``xc`` is ``N x P x D``: N centred samples at each of P locations. Returns ``P`` amounts in
+    [0, 1], the same as ``sklearn.covariance.ledoit_wolf_shrinkage(xc[:, p], assume_centered=True)``
+    (Ledoit & Wolf, 2004), computed for all locations at once."""
+    n, _, d = xc.shape
+    emp = np.matmul(xc.transpose(1, 2, 0), xc.transpose(1, 0, 2)) / n  # P x D x D
+    mu = np.trace(emp, axis1=1, axis2=2) / d
+    frob = (emp ** 2).sum((1, 2))
+    beta = ((((xc ** 2).sum(2)) ** 2).sum(0) / n - frob) / (d * n)
+    delta = (frob - d * mu ** 2) / d
+    beta = np.minimum(beta, delta)
+    return np.where(delta > 0, beta / np.where(delta > 0, delta, 1.0), 0.0)
+
+
+def fit_padim(features: np.ndarray, eps: float = PADIM_EPS, shrink: bool = True) -> PadimScorer:
+    """A Gaussian per grid location of ``N x h x w x D`` good features (needs N >= 2).
+
+    With a few hundred good images a location's ``D x D`` sample covariance is noisy (D = 152
+    features from 300 images), and its inverse exaggerates the directions it underestimates. With
+    ``shrink`` each location's covariance ``C`` becomes ``(1 - s) C + s (tr C / D) I``, with the
+    Ledoit-Wolf amount ``s`` estimated from the good images themselves (no tuning); then, as in
+    PaDiM, ``eps * I`` is added before inverting."""
     f = np.asarray(features, np.float64)
     n, h, w, d = f.shape
     if n < 2:
@@ -64,7 +86,12 @@ def fit_padim(features: np.ndarray, eps: float = PADIM_EPS) -> PadimScorer:
     x = f.reshape(n, h * w, d)
     mean = x.mean(0)
     xc = x - mean
-    cov = np.einsum("npd,npe->pde", xc, xc) / (n - 1) + eps * np.eye(d)[None]
+    cov = np.matmul(xc.transpose(1, 2, 0), xc.transpose(1, 0, 2)) / (n - 1)
+    if shrink:
+        s = ledoit_wolf_shrinkage(xc)[:, None, None]
+        target = (np.trace(cov, axis1=1, axis2=2) / d)[:, None, None] * np.eye(d)[None]
+        cov = (1 - s) * cov + s * target
+    cov += eps * np.eye(d)[None]
     return PadimScorer(mean.astype(np.float32), np.linalg.inv(cov).astype(np.float32))
 
 

@@ -25,6 +25,7 @@ from edgesight.edge.model.anomaly_fit import (
     anomaly_report,
     auroc,
     fit_padim,
+    ledoit_wolf_shrinkage,
     greedy_coreset,
     rates_at,
     threshold_for,
@@ -124,17 +125,39 @@ def test_padim_location_matters():
     np.testing.assert_allclose(PadimScorer(mean, inv_cov).patch_scores(feats), [[0.0, 5.0]], atol=1e-6)
 
 
-def test_fit_padim_is_np_cov_plus_eps_inverted():
+def test_fit_padim_is_the_ledoit_wolf_shrunk_np_cov_plus_eps_inverted():
+    from sklearn.covariance import ledoit_wolf_shrinkage as sklearn_shrinkage
+
     rng = np.random.default_rng(5)
     n, h, w, d = 30, 2, 2, 6
     feats = rng.normal(0, 1, (n, h, w, d)) * rng.uniform(0.5, 3.0, d)
     scorer = fit_padim(feats.astype(np.float32))
+    plain = fit_padim(feats.astype(np.float32), shrink=False)
     assert scorer.mean.shape == (h * w, d) and scorer.inv_cov.shape == (h * w, d, d)
     x = feats.astype(np.float32).astype(np.float64).reshape(n, h * w, d)
     for p in range(h * w):
         np.testing.assert_allclose(scorer.mean[p], x[:, p].mean(0), rtol=1e-5, atol=1e-6)
-        want = np.linalg.inv(np.cov(x[:, p], rowvar=False) + PADIM_EPS * np.eye(d))
-        np.testing.assert_allclose(scorer.inv_cov[p], want, rtol=1e-4, atol=1e-5)
+        cov = np.cov(x[:, p], rowvar=False)
+        np.testing.assert_allclose(plain.inv_cov[p], np.linalg.inv(cov + PADIM_EPS * np.eye(d)), rtol=1e-4, atol=1e-5)
+        s = sklearn_shrinkage(x[:, p] - x[:, p].mean(0), assume_centered=True)
+        assert 0.05 < s < 1  # the amount is the data's, not a constant
+        shrunk = (1 - s) * cov + s * np.trace(cov) / d * np.eye(d)
+        np.testing.assert_allclose(scorer.inv_cov[p], np.linalg.inv(shrunk + PADIM_EPS * np.eye(d)), rtol=1e-4, atol=1e-5)
+
+
+def test_ledoit_wolf_shrinkage_matches_sklearn_at_every_location():
+    from sklearn.covariance import ledoit_wolf_shrinkage as sklearn_shrinkage
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5, 12)) @ rng.normal(size=(12, 12))
+    xc = x - x.mean(0)
+    want = [sklearn_shrinkage(xc[:, p], assume_centered=True) for p in range(5)]
+    np.testing.assert_allclose(ledoit_wolf_shrinkage(xc), want, rtol=1e-10, atol=1e-12)
+    # many samples of an isotropic Gaussian need hardly any; a few of a skewed one need more
+    iso = rng.normal(size=(5000, 1, 8))
+    assert ledoit_wolf_shrinkage(iso - iso.mean(0))[0] > 0.9  # already a multiple of I: shrinking costs nothing
+    few = rng.normal(size=(10, 1, 8)) * np.linspace(0.1, 5, 8)
+    assert 0 < ledoit_wolf_shrinkage(few - few.mean(0))[0] < 1
 
 
 def test_fit_padim_needs_two_images():
