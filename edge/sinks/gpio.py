@@ -15,7 +15,7 @@ from .base import Sink
 
 DeviceFactory = Callable[[Union[int, str], bool], Any]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgesight.sinks")
 
 
 def gpiozero_output(pin: Union[int, str], active_high: bool) -> Any:
