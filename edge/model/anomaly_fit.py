@@ -55,14 +55,16 @@ def fit_patchcore(features: np.ndarray, bank_size: int, seed: int = 0, progress:
     return PatchCoreScorer(patches[np.sort(keep)])
 
 
-def ledoit_wolf_shrinkage(xc: np.ndarray) -> np.ndarray:
+def ledoit_wolf_shrinkage(xc: np.ndarray, emp: Optional[np.ndarray] = None) -> np.ndarray:
     """The Ledoit-Wolf shrinkage of each location's covariance towards a scaled identity.
 
     ``xc`` is ``N x P x D``: N centred samples at each of P locations. Returns ``P`` amounts in
     [0, 1], the same as ``sklearn.covariance.ledoit_wolf_shrinkage(xc[:, p], assume_centered=True)``
-    (Ledoit & Wolf, 2004), computed for all locations at once."""
+    (Ledoit & Wolf, 2004), computed for all locations at once. ``emp``: the ``P x D x D``
+    covariances ``xc^T xc / N`` when the caller has them already."""
     n, _, d = xc.shape
-    emp = np.matmul(xc.transpose(1, 2, 0), xc.transpose(1, 0, 2)) / n  # P x D x D
+    if emp is None:
+        emp = np.matmul(xc.transpose(1, 2, 0), xc.transpose(1, 0, 2)) / n
     mu = np.trace(emp, axis1=1, axis2=2) / d
     frob = (emp ** 2).sum((1, 2))
     beta = ((((xc ** 2).sum(2)) ** 2).sum(0) / n - frob) / (d * n)
@@ -86,9 +88,10 @@ def fit_padim(features: np.ndarray, eps: float = PADIM_EPS, shrink: bool = True)
     x = f.reshape(n, h * w, d)
     mean = x.mean(0)
     xc = x - mean
-    cov = np.matmul(xc.transpose(1, 2, 0), xc.transpose(1, 0, 2)) / (n - 1)
+    scatter = np.matmul(xc.transpose(1, 2, 0), xc.transpose(1, 0, 2))  # P x D x D
+    cov = scatter / (n - 1)
     if shrink:
-        s = ledoit_wolf_shrinkage(xc)[:, None, None]
+        s = ledoit_wolf_shrinkage(xc, scatter / n)[:, None, None]
         target = (np.trace(cov, axis1=1, axis2=2) / d)[:, None, None] * np.eye(d)[None]
         cov = (1 - s) * cov + s * target
     cov += eps * np.eye(d)[None]

@@ -15,6 +15,7 @@ Grad-CAM of Keras models in :mod:`edgesight.training.explain`.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -344,8 +345,6 @@ def explain_files(paths: Sequence[Path], explainer: Any, out: Path, *, target: U
 def _earlier_outputs(out: Path) -> Set[str]:
     """Pictures the ``index.json`` already in ``out`` lists: plain ``.png`` names directly inside
     ``out`` only (the index is a file on disk, so anything else in it is ignored)."""
-    import json
-
     try:
         entries = json.loads((out / "index.json").read_text(encoding="utf-8"))["images"]
         names = {e["output"] for e in entries if isinstance(e, dict) and isinstance(e.get("output"), str)}
