@@ -277,7 +277,7 @@ def predict_logits(model, dense, samples: Sequence[Sample], spec: PreprocessSpec
     from the features that feed it and its current weights."""
     from tqdm import tqdm
 
-    from edgesight.training.pipeline import load_batch
+    from edgesight.training.pipeline import inference_batch, load_batch
     from edgesight.training.tf import import_keras
 
     keras = import_keras()
@@ -290,7 +290,7 @@ def predict_logits(model, dense, samples: Sequence[Sample], spec: PreprocessSpec
         for start in range(0, len(samples), CHUNK):
             chunk = samples[start : start + CHUNK]
             images = load_batch([s.path for s in chunk], spec).astype(np.float32)
-            f = features.predict(images, batch_size=64, verbose=0)
+            f = features.predict(images, batch_size=inference_batch(spec.height, spec.width), verbose=0)
             out[start : start + len(chunk)] = np.asarray(f, np.float64) @ kernel + bias
             bar.update(len(chunk))
     return out

@@ -25,7 +25,7 @@ from edgesight.edge.model.enroll_files import REFERENCE_FILE, npy_bytes, referen
 from edgesight.edge.model.interpreter import TFLiteClassifier
 from edgesight.edge.model.spec import ModelInfo
 from edgesight.training.data import Sample
-from edgesight.training.pipeline import load_batch
+from edgesight.training.pipeline import inference_batch, load_batch
 
 CHUNK = 256
 
@@ -119,7 +119,7 @@ def embedding_agreement(two_model, clf: TFLiteClassifier, info: ModelInfo, sampl
     cos: List[np.ndarray] = []
     for start in range(0, len(samples), CHUNK):
         images = load_batch([s.path for s in samples[start : start + CHUNK]], info.preprocess)
-        float_emb = np.asarray(two_model.predict(images.astype(np.float32), batch_size=64, verbose=0)[1], np.float32)
+        float_emb = np.asarray(two_model.predict(images.astype(np.float32), batch_size=inference_batch(images.shape[1], images.shape[2]), verbose=0)[1], np.float32)
         cos.append(np.sum(normalise(float_emb) * normalise(_int8_embeddings(clf, images)), axis=1))
     c = np.concatenate(cos) if cos else np.zeros(0, np.float32)
     return {"num_samples": int(c.size), "size": int(clf.embedding_tensor.shape[-1]),

@@ -246,11 +246,12 @@ def finetune_for_int8(
     """
     import tensorflow as tf
 
+    from edgesight.training.pipeline import inference_batch
     from edgesight.training.tf import import_keras
 
     keras = import_keras()
     t0 = time.time()
-    teacher = model.predict(images, batch_size=64, verbose=0)
+    teacher = model.predict(images, batch_size=inference_batch(images.shape[1], images.shape[2]), verbose=0)
     targets = teacher if labels is None else (1 - LABEL_SHARE) * teacher + LABEL_SHARE * np.eye(teacher.shape[1], dtype=np.float32)[labels]
     twin = _twin(model, _ranges(model, calibration))
     twin.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=keras.losses.KLDivergence())

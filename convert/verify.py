@@ -10,7 +10,7 @@ import numpy as np
 from edgesight.edge.model.interpreter import TFLiteClassifier
 from edgesight.edge.model.spec import ModelInfo
 from edgesight.training.data import Sample
-from edgesight.training.pipeline import load_batch
+from edgesight.training.pipeline import inference_batch, load_batch
 
 CHUNK = 256
 
@@ -69,7 +69,7 @@ def predict_both(
             images = load_batch([s.path for s in chunk], spec)
             if on_batch is not None:
                 on_batch(images)
-            kp[start : start + len(chunk)] = keras_model.predict(images.astype(np.float32), batch_size=64, verbose=0)
+            kp[start : start + len(chunk)] = keras_model.predict(images.astype(np.float32), batch_size=inference_batch(spec.height, spec.width), verbose=0)
             qp[start : start + len(chunk)] = clf.predict_batch(images, progress=bar.update)
     return y, kp, qp
 

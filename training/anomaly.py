@@ -78,8 +78,9 @@ def patch_features(model, paths: Sequence[str], spec: PreprocessSpec, batch: int
 
     from tqdm import tqdm
 
-    from .pipeline import load_batch
+    from .pipeline import inference_batch, load_batch
 
+    batch = inference_batch(spec.height, spec.width, batch)
     out: List[np.ndarray] = []
     with tqdm(total=len(paths), desc=desc, unit="img", disable=None if progress else True, leave=False, file=sys.stderr) as bar:
         for i in range(0, len(paths), batch):

@@ -90,10 +90,11 @@ def load_model_source(source: Path, labels: Optional[Path] = None, trust: bool =
 
 def predict_probs(model, paths: Sequence[str], spec: PreprocessSpec, batch_size: int = 64) -> np.ndarray:
     """Class probabilities for image files, through the training input pipeline."""
-    from .pipeline import make_dataset
+    from .pipeline import inference_batch, make_dataset
 
     if not paths:
         return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
+    batch_size = inference_batch(spec.height, spec.width, batch_size)
     ds = make_dataset(paths, [0] * len(paths), spec, 1, batch_size, training=False, cache="none", one_hot=False)
     ds = ds.map(lambda x, y: x)
     return np.asarray(model.predict(ds, verbose=0))

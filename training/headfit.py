@@ -43,9 +43,10 @@ def extract(features: Any, samples: Sequence[Sample], spec: PreprocessSpec, augm
     """
     from tqdm import tqdm
 
-    from .pipeline import load_batch
+    from .pipeline import inference_batch, load_batch
 
     copies = max(1, copies if augment is not None else 1)
+    step = inference_batch(spec.height, spec.width, CHUNK)
     out: List[List[np.ndarray]] = [[] for _ in range(copies)]
     with tqdm(total=len(samples) * copies, desc=desc, unit="img", disable=None if progress else True, leave=False,
               file=sys.stderr) as bar:
@@ -53,7 +54,8 @@ def extract(features: Any, samples: Sequence[Sample], spec: PreprocessSpec, augm
             batch = load_batch([s.path for s in samples[start:start + CHUNK]], spec).astype(np.float32)
             for k in range(copies):
                 x = batch if k == 0 else np.asarray(augment(batch, training=True))
-                out[k].append(np.asarray(features(x, training=False), np.float16))
+                for i in range(0, len(x), step):
+                    out[k].append(np.asarray(features(x[i:i + step], training=False), np.float16))
                 bar.update(len(batch))
     if not samples:
         return np.zeros((copies, 0, int(features.output.shape[-1])), np.float16)

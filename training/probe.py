@@ -95,12 +95,12 @@ def fit_probe(train: Tuple[np.ndarray, np.ndarray], val: Optional[Tuple[np.ndarr
 
 def pooled_features(feature_model: Any, samples: Sequence[Sample], spec: PreprocessSpec) -> np.ndarray:
     """The pooled backbone features of ``samples``, decoded as for training (no augmentation)."""
-    from .pipeline import load_batch
+    from .pipeline import inference_batch, load_batch
 
     out: List[np.ndarray] = []
     for start in range(0, len(samples), CHUNK):
         batch = load_batch([s.path for s in samples[start:start + CHUNK]], spec).astype(np.float32)
-        out.append(np.asarray(feature_model.predict(batch, verbose=0, batch_size=CHUNK)))
+        out.append(np.asarray(feature_model.predict(batch, verbose=0, batch_size=inference_batch(spec.height, spec.width, CHUNK))))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

@@ -47,8 +47,11 @@ class Contender:
 def keras_contender(model, info: ModelInfo, source: Path, batch_size: int = 64) -> Contender:
     """The float Keras model; it takes raw 0-255 pixels and normalises inside."""
 
+    from .pipeline import inference_batch
+
     def predict(images: np.ndarray, progress: Progress) -> np.ndarray:
-        probs = np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0))
+        batch = inference_batch(images.shape[1], images.shape[2], batch_size) if images.ndim == 4 else batch_size
+        probs = np.asarray(model.predict(images.astype(np.float32), batch_size=batch, verbose=0))
         progress(len(images))
         return probs
 
