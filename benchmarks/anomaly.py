@@ -303,28 +303,30 @@ def fashion(size: int, train_per_class: int, test_limit: int, bank: int, methods
 
 # --------------------------------------------------------------------------- QC parts
 
-def _qc_data(part: str) -> Path:
+def _qc_data(part: str, seed: int = QC_SEED) -> Path:
     from edgesight.training.synth.qc_dataset import write_qc_parts
 
-    data = WORK / "qc" / part / "data"
+    data = WORK / "qc" / part / ("data" if seed == QC_SEED else f"data_seed{seed}")
     if not (data / "done").exists():
-        print(f"[qc {part}] writing the images ...", flush=True)
+        print(f"[qc {part} seed {seed}] writing the images ...", flush=True)
         shutil.rmtree(data, ignore_errors=True)
-        counts = write_qc_parts(data, kind=part, good=QC_GOOD, defects_per_kind=QC_DEFECTS_PER_KIND, size=QC_SIZE, seed=QC_SEED)
+        counts = write_qc_parts(data, kind=part, good=QC_GOOD, defects_per_kind=QC_DEFECTS_PER_KIND, size=QC_SIZE, seed=seed)
         (data / "done").write_text(json.dumps(counts))
     return data
 
 
-def _qc_run(part: str, method: str) -> Dict[str, Any]:
-    data = _qc_data(part)
-    work = WORK / "qc" / part / method
+def _qc_run(part: str, method: str, seed: int = QC_SEED, train_args: Sequence[str] = (), name: str = "") -> Dict[str, Any]:
+    """The CLI chain on one part's data (``seed``: the generator's draw), with ``train_args``
+    added to ``edgesight train``, in ``WORK/qc/<part>/<method><name>``."""
+    data = _qc_data(part, seed)
+    work = WORK / "qc" / part / f"{method}{name}"
     work.mkdir(parents=True, exist_ok=True)
     run, bundle, log = work / "run", work / "int8", work / "log.txt"
     timing_path = work / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
     steps = [
         ("train_s", run / "metrics.json", ["train", str(data / "train"), "--task", "anomaly", "--method", method,
-                                            "--defects", str(data / "val"), "--out", str(run), "--overwrite"]),
+                                            "--defects", str(data / "val"), "--out", str(run), "--overwrite", *train_args]),
         ("convert_s", bundle / "conversion_report.json", ["convert", str(run), "--out", str(bundle)]),
         ("evaluate_float_s", work / "test_float.json", ["evaluate", str(run), str(data / "test"), "--json", str(work / "test_float.json"),
                                                         "--plot", str(work / "test_float_roc.png")]),
@@ -348,7 +350,7 @@ def _qc_run(part: str, method: str) -> Dict[str, Any]:
                 "false_reject_rate": at["false_reject_rate"], "false_rejects": f"{at['fp']}/{at['fp'] + at['tn']}",
                 "miss_rate": at["miss_rate"], "misses": f"{at['fn']}/{at['fn'] + at['tp']}", "best_f1": (r.get("best_f1") or {}).get("f1")}
 
-    return {"part": part, "method": method, "bundle": str(bundle), "test_good": reports["int8"]["good"], "test_defects": reports["int8"]["defects"],
+    return {"part": part, "method": method, "seed": seed, "train_args": list(train_args), "bundle": str(bundle), "test_good": reports["int8"]["good"], "test_defects": reports["int8"]["defects"],
             "val_auroc": {"float": conv.get("float_auroc"), "int8": conv.get("quant_auroc")}, "fit_images": conv.get("fit_images"),
             "holdout_images": conv.get("holdout_images"), "float": brief(reports["float"]), "int8": brief(reports["int8"]),
             "commands": ["edgesight " + " ".join(a) for _, _, a in steps], **timing}
