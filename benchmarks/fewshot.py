@@ -23,6 +23,11 @@ its ImageNet weights kept (``--fine-tune-epochs 0``: the head is trained on the 
 features, so the embedding is the generic one) at 96x96, and for signs also fine-tuned at 96
 and kept at 224.
 
+``*_seen`` rows: the ``cnn_small`` rows trained on the held-out classes too (as many training
+images of each, ``train_seen/``), their scores and reference embeddings then left out, so that
+the same enrolment scores them beside the other classes: what enrolment reaches when the
+embedding has learnt the new classes, against what it reaches with an embedding that has not.
+
 The scores are computed with the runtime's own code (:class:`~edgesight.edge.model.enroll.EnrolledSet`
 on the int8 embeddings) once per draw from one pass of the interpreter over the images; one draw
 per row goes through ``Classifier.enroll`` and ``Classifier.__call__`` on the files, which must
@@ -67,10 +72,23 @@ ROWS: Dict[str, Dict[str, Any]] = {
     "fashion_effl0_96": {"dataset": "fashion", "size": 96, "train_per_class": 300, "model": "efficientnet_lite0 (ImageNet, kept)",
                          "train": [*EFFL0, "--img-size", "96", "--color", "grayscale"]},
 }
+# The same rows trained with the held-out classes too (their scores left out at evaluation): what
+# enrolment gets when the embedding has learnt the new class, not the embedding it is given.
+for _name in ("signs_cnn_small", "fashion_cnn_small"):
+    ROWS[f"{_name}_seen"] = {**ROWS[_name], "seen": True, "model": ROWS[_name]["model"] + " (held-out classes seen in training)"}
 
 
 def _held_out(classes: Sequence[str], k: int) -> List[str]:
     return sorted(np.random.default_rng(0).choice(list(classes), k, replace=False).tolist())
+
+
+def held_classes(dataset: str) -> List[str]:
+    """The classes a dataset's rows hold out (the same draw as the data was written with)."""
+    if dataset == "signs":
+        from edgesight.training.synth import SIGN_CLASSES as classes
+    else:
+        from benchmarks.prepare_data import FASHION_CLASSES as classes
+    return _held_out(classes, HELD_OUT[dataset])
 
 
 def data_dir(cfg: Dict[str, Any]) -> Path:
@@ -140,6 +158,32 @@ def prepare(cfg: Dict[str, Any]) -> Path:
     return root
 
 
+def _train_seen(root: Path, cfg: Dict[str, Any]) -> Path:
+    """``train_seen/``: ``train/`` and as many training images of each held-out class."""
+    out, done = root / "train_seen", root / "train_seen.done"
+    if done.exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(root / "train", out)
+    if cfg["dataset"] == "signs":
+        from edgesight.training.synth.signs import write_signs
+
+        write_signs(out, per_class=cfg["train_per_class"], size=cfg["size"], seed=2, classes=held_classes("signs"))
+    else:
+        from benchmarks.prepare_data import FASHION_CLASSES, FASHION_DIR, _find, _idx
+
+        held = held_classes("fashion")
+        seen: Dict[str, int] = {}
+        for i, (img, y) in enumerate(zip(_idx(_find("train-images", FASHION_DIR)), _idx(_find("train-labels", FASHION_DIR)))):
+            c = FASHION_CLASSES[int(y)]
+            if c in held and seen.get(c, 0) < cfg["train_per_class"]:  # the images before the support ones
+                seen[c] = seen.get(c, 0) + 1
+                (out / c).mkdir(exist_ok=True)
+                cv2.imwrite(str(out / c / f"train_{i:05d}.png"), img)
+    done.write_text("")
+    return out
+
+
 def _train_and_convert(name: str, cfg: Dict[str, Any], data: Path) -> Dict[str, Any]:
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
@@ -147,7 +191,8 @@ def _train_and_convert(name: str, cfg: Dict[str, Any], data: Path) -> Dict[str, 
     timing: Dict[str, Any] = {}
     if not (run / "metrics.json").exists():
         print(f"[{name}] training {cfg['model']} ...", flush=True)
-        timing["train_s"] = round(run_edgesight(["train", str(data / "train"), "--out", str(run), "--overwrite", "--seed", "0",
+        train = _train_seen(data, cfg) if cfg.get("seen") else data / "train"
+        timing["train_s"] = round(run_edgesight(["train", str(train), "--out", str(run), "--overwrite", "--seed", "0",
                                                  *cfg["train"]], log), 1)
     if not (bundle / "conversion_report.json").exists():
         print(f"[{name}] converting to int8 with the embedding output ...", flush=True)
@@ -185,9 +230,17 @@ def evaluate(name: str, cfg: Dict[str, Any], data: Path) -> Dict[str, Any]:
 
     bundle = WORK / name / "int8"
     clf = Classifier(bundle, threads=2)
-    trained = list(clf.info.labels)  # the model's score order
-    held = sorted(set(p.name for p in (data / "test").iterdir()) - set(trained))
+    labels = list(clf.info.labels)  # the model's score order
+    every = sorted(p.name for p in (data / "test").iterdir())
+    held = sorted(set(every) - set(labels)) or held_classes(cfg["dataset"])
+    trained = [c for c in labels if c not in held]
+    keep = [labels.index(c) for c in trained]
     reference = clf._reference
+    if len(trained) < len(labels):  # a "seen" row: the held-out classes' scores and references left out
+        remap = np.full(len(labels), -1)
+        remap[keep] = np.arange(len(keep))
+        mask = remap[reference.labels] >= 0
+        reference = type(reference)(reference.embeddings[mask], remap[reference.labels[mask]])
     centre = reference.centre()
     classes = trained + held
     test_paths, test_y = _files(data / "test", classes)
@@ -197,6 +250,14 @@ def evaluate(name: str, cfg: Dict[str, Any], data: Path) -> Dict[str, Any]:
     _, se = _outputs(clf, support_paths)
     k = len(trained)
     is_trained = test_y < k
+    prototypes = _prototypes_only(reference, centre, se, support_y, te, test_y, k, held)
+    print(f"[{name}] prototypes only, 5 shots: enrolled {100 * prototypes['enrolled_accuracy']:.1f} %, "
+          f"trained {100 * prototypes['trained_accuracy']:.1f} %", flush=True)
+    common = {"row": name, "dataset": cfg["dataset"], "model": cfg["model"], "img_size": cfg["size"], "train_args": cfg["train"],
+              "train_per_class": cfg["train_per_class"], "trained_classes": trained, "held_out": held, "seen": bool(cfg.get("seen")),
+              "test_images": {"trained": int(is_trained.sum()), "enrolled": int((~is_trained).sum())}, "prototypes_only_5_shots": prototypes}
+    if cfg.get("seen"):  # the head has learnt the held-out classes: only the embedding is compared
+        return common
     base = float((tp[is_trained].argmax(1) == test_y[is_trained]).mean())
     rows: List[Dict[str, Any]] = []
     check: Dict[str, Any] = {}
@@ -213,7 +274,7 @@ def evaluate(name: str, cfg: Dict[str, Any], data: Path) -> Dict[str, Any]:
             trained_acc.append(float((pred[is_trained] == test_y[is_trained]).mean()))
             for j, c in enumerate(held):
                 per_class[c].append(float((pred[test_y == k + j] == k + j).mean()))
-            if n == 5 and d == 0:
+            if n == 5 and d == 0 and not cfg.get("seen"):
                 check = _api_check(bundle, held, chosen, support_paths, test_paths, pred, classes)
         rows.append({"shots": n, "enrolled_accuracy_mean": float(np.mean(enrolled_acc)), "enrolled_accuracy_sd": float(np.std(enrolled_acc)),
                      "enrolled_accuracy_min": float(np.min(enrolled_acc)),
@@ -239,11 +300,29 @@ def evaluate(name: str, cfg: Dict[str, Any], data: Path) -> Dict[str, Any]:
                          "trained_change_pp_mean": round(100 * (float(np.mean(ta)) - base), 2)})
     probe = _probe_bound(reference, centre, se, support_y, te, test_y, k, len(held))
     report = json.loads((bundle / "conversion_report.json").read_text())
-    return {"row": name, "dataset": cfg["dataset"], "model": cfg["model"], "img_size": cfg["size"], "train_args": cfg["train"],
-            "train_per_class": cfg["train_per_class"], "trained_classes": trained, "held_out": held,
-            "test_images": {"trained": int(is_trained.sum()), "enrolled": int((~is_trained).sum())}, "trained_accuracy_before": base,
-            "rows": rows, "prior_tradeoff_5_shots": tradeoff, "linear_probe_5_shots": probe, "api_check": check, "embedding_size": reference.size, "embedding_agreement": report.get("embedding"),
+    return {**common, "trained_accuracy_before": base, "rows": rows, "prior_tradeoff_5_shots": tradeoff, "linear_probe_5_shots": probe, "api_check": check, "embedding_size": reference.size, "embedding_agreement": report.get("embedding"),
             "int8_accuracy_on_support": report.get("quant_accuracy")}
+
+
+def _prototypes_only(reference, centre, se, support_y, te, test_y, k: int, held: Sequence[str]) -> Dict[str, Any]:
+    """Nearest prototype over every class, the embedding alone: the trained classes' prototypes
+    from the reference embeddings, each held-out class's from 5 shots (the draws of the rows),
+    the test images labelled by the largest cosine of centred embeddings."""
+    from edgesight.edge.model.enroll import centred, prototype
+
+    u_ref, u_se, u_te = (centred(x, centre) for x in (reference.embeddings, se, te))
+    trained_m = [prototype(u_ref[reference.labels == j]) for j in range(k)]
+    enrolled, trained, per_class = [], [], {c: [] for c in held}
+    for d in range(DRAWS):
+        rng = np.random.default_rng([d, 5])
+        m = np.stack(trained_m + [prototype(u_se[rng.choice(np.flatnonzero(support_y == k + j), 5, replace=False)]) for j in range(len(held))])
+        pred = (u_te @ m.T).argmax(1)
+        enrolled.append(float((pred[test_y >= k] == test_y[test_y >= k]).mean()))
+        trained.append(float((pred[test_y < k] == test_y[test_y < k]).mean()))
+        for j, c in enumerate(held):
+            per_class[c].append(float((pred[test_y == k + j] == k + j).mean()))
+    return {"enrolled_accuracy": round(float(np.mean(enrolled)), 4), "trained_accuracy": round(float(np.mean(trained)), 4),
+            "enrolled_accuracy_per_class": {c: round(float(np.mean(v)), 4) for c, v in per_class.items()}}
 
 
 def _probe_bound(reference, centre, se, support_y, te, test_y, k: int, m: int) -> Dict[str, float]:
@@ -285,7 +364,7 @@ def table(results: List[Dict[str, Any]], out: Dict[str, Any]) -> None:
     rows = []
     for r in results:
         goal = GOALS[r["dataset"]]
-        for row in r["rows"]:
+        for row in r.get("rows", []):
             five = row["shots"] == 5
             met = row["enrolled_accuracy_mean"] >= goal and row["trained_change_pp_mean"] >= -MAX_TRAINED_LOSS_PP
             rows.append([f"{r['dataset']} ({', '.join(r['held_out'])})", f"{r['model']}, {r['img_size']}x{r['img_size']}",
@@ -298,6 +377,18 @@ def table(results: List[Dict[str, Any]], out: Dict[str, Any]) -> None:
     note = (f"`python -m benchmarks.fewshot` on {m['cpu']} ({m['cores']} cores), {m['date']}: int8 bundles, each held-out class "
             f"enrolled from n support images ({DRAWS} random draws), scored on test images of every class.")
     update_readme_table("fewshot", header, rows, note=note)
+    header = ["dataset (held out)", "model, input", "held-out classes in training", "enrolled classes %", "per class %", "trained classes %"]
+    rows = []
+    for r in results:
+        p = r.get("prototypes_only_5_shots")
+        if p:
+            rows.append([f"{r['dataset']} ({', '.join(r['held_out'])})", f"{r['model']}, {r['img_size']}x{r['img_size']}",
+                         "yes" if r.get("seen") else "no", f"{100 * p['enrolled_accuracy']:.1f}",
+                         ", ".join(f"{c} {100 * v:.0f}" for c, v in p["enrolled_accuracy_per_class"].items()), f"{100 * p['trained_accuracy']:.1f}"])
+    note = (f"`python -m benchmarks.fewshot`: the embedding alone, 5 shots ({DRAWS} draws): every test image labelled by the nearest "
+            "prototype (largest cosine of centred int8 embeddings; trained classes' prototypes from the bundle's reference embeddings, "
+            "held-out ones from the shots). `*_seen` rows: the same model and data but trained on the held-out classes too.")
+    update_readme_table("fewshot_embedding", header, rows, note=note)
 
 
 def main() -> None:
