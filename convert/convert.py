@@ -337,7 +337,7 @@ def _finetune_for_int8(model, info: ModelInfo, samples: Sequence[Sample], calibr
     labels = np.array([info.labels.index(s.label) for s in picked]) if known else None
     weights = model.get_weights()
     with captured_native_output(what="fine-tuning for int8") as (stream, _):
-        with tqdm(total=batches(len(images), cfg.qat_epochs), desc="fine-tuning for int8", unit="batch", file=stream,
+        with tqdm(total=batches(len(images), cfg.qat_epochs, *images.shape[1:3]), desc="fine-tuning for int8", unit="batch", file=stream,
                   disable=None if progress else True, leave=False) as bar:
             done = finetune_for_int8(model, images, labels, calibration, cfg.qat_epochs, cfg.seed, on_batch=lambda: bar.update(1))
     return weights, done

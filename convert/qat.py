@@ -262,7 +262,7 @@ def finetune_for_int8(
                 on_batch()
 
     tf.random.set_seed(seed)
-    history = twin.fit(images.astype(np.float32), targets.astype(np.float32), batch_size=BATCH, epochs=epochs,
+    history = twin.fit(images.astype(np.float32), targets.astype(np.float32), batch_size=batch_size(*images.shape[1:3]), epochs=epochs,
                        shuffle=True, verbose=0, callbacks=[Tick()])
     _write_back(model, twin)
     return {
@@ -275,6 +275,13 @@ def finetune_for_int8(
     }
 
 
-def batches(n_images: int, epochs: int) -> int:
-    """Batches :func:`finetune_for_int8` runs (for a progress bar)."""
-    return epochs * -(-n_images // BATCH)
+def batch_size(height: int, width: int) -> int:
+    """:data:`BATCH`, fewer for inputs larger than 224x224 (memory grows with the pixels)."""
+    from edgesight.training.pipeline import inference_batch
+
+    return inference_batch(height, width, BATCH)
+
+
+def batches(n_images: int, epochs: int, height: int, width: int) -> int:
+    """Batches :func:`finetune_for_int8` runs on ``height x width`` images (for a progress bar)."""
+    return epochs * -(-n_images // batch_size(height, width))

@@ -43,3 +43,14 @@ def test_head_features_of_large_images_are_computed_in_small_batches(tmp_path):
     assert features.batches == [8, 8, 4, 8, 8, 4]
     assert out.shape == (2, 20, 4) and out.dtype == np.float16
     assert out[0, :, 0].tolist() == [1] * 8 + [2] * 8 + [3] * 4
+
+
+def test_int8_fine_tuning_takes_smaller_batches_of_larger_inputs():
+    from edgesight.convert.qat import BATCH, batch_size, batches
+
+    assert batch_size(224, 224) == BATCH == 32
+    assert batch_size(96, 96) == 32
+    assert batch_size(448, 448) == 8
+    # the progress bar counts the batches the fit runs: 100 images, 3 epochs
+    assert batches(100, 3, 224, 224) == 3 * 4
+    assert batches(100, 3, 448, 448) == 3 * 13
