@@ -43,6 +43,8 @@ def unsupported(model) -> str:
     names = {layer.name: layer for layer in model.layers}
     if BACKBONE not in names or not isinstance(names[BACKBONE], keras.Model):
         return f"only for {BACKBONE} models"
+    if isinstance(names.get("pool"), keras.layers.GlobalMaxPooling2D):
+        return "only for average-pooled models (train --pooling avg)"
     for name, kind in (("normalize", keras.layers.Rescaling), ("pool", keras.layers.GlobalAveragePooling2D),
                        ("predictions", keras.layers.Dense)):
         if not isinstance(names.get(name), kind):

@@ -19,6 +19,8 @@ import numpy as np
 from edgesight.edge.errors import ConfigError
 
 # builder(input_shape, weights, alpha) -> keras.Model mapping normalised images to a feature map.
+# How the classifier pools the last feature map (train --pooling).
+POOLINGS = ("avg", "max")
 Builder = Callable[[Tuple[int, int, int], Optional[str], float], "object"]
 
 
@@ -210,8 +212,12 @@ def build_classifier(
     weights: Optional[str],
     alpha: float = 1.0,
     dropout: float = 0.2,
+    pooling: str = "avg",
 ):
     """The exported classifier: raw pixels -> normalise -> backbone -> pool -> dropout -> softmax.
+
+    ``pooling``: global average (``avg``) or global max (``max``) pooling of the backbone's last
+    feature map; either way the layer is named ``pool``.
 
     Returns:
         ``(model, base)`` where ``base`` is the backbone sub-model (frozen for transfer learning).
@@ -243,7 +249,9 @@ def build_classifier(
     # their batch-norm statistics with small-batch estimates; a randomly initialised one must
     # learn its statistics like any network trained from scratch.
     x = base(x, training=False) if has_weights(backbone, weights) else base(x)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if pooling not in POOLINGS:
+        raise ConfigError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
+    x = (layers.GlobalMaxPooling2D if pooling == "max" else layers.GlobalAveragePooling2D)(name="pool")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)

@@ -17,7 +17,7 @@ from edgesight.edge import options
 from edgesight.edge.fsutil import write_text
 from edgesight.edge.model.spec import COLORS, INTERPOLATIONS, RESIZE_MODES
 
-from .backbones import list_backbones
+from .backbones import POOLINGS, list_backbones
 
 AUGMENT_PRESETS = ("auto", "none", "light", "standard", "strong", "robust")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
@@ -47,10 +47,13 @@ class TrainConfig:
     resize: str = opt("stretch", "How images of another aspect ratio are fitted: stretch, crop (centre) or pad (letterbox).", choices=RESIZE_MODES)
     interpolation: str = opt("bilinear", "OpenCV interpolation for resizing; the runtime uses the same (area: a box filter, smoother when shrinking camera frames a lot, about 10x slower per frame on the device).", choices=INTERPOLATIONS)
     weights: Optional[str] = opt(None, "imagenet, none, or a path to a local weights file (default: imagenet for pretrained backbones).")
-    init_from: Optional[str] = opt(None, "Continue from an earlier run's model: its backbone, input size and colour unless given; "
+    init_from: Optional[str] = opt(None, "Continue from an earlier run's model: its backbone, input size, colour and pooling unless given; "
                                    "its classes kept by name, new classes added; fewer epochs unless given (printed).", metavar="RUN")
     alpha: float = opt(1.0, "Width multiplier.", min=0.0, min_open=True)
     dropout: float = opt(0.2, "Dropout before the classifier head.", min=0.0, max=0.99)
+    pooling: str = opt("avg", "How the backbone's last feature map becomes the feature vector before the head (the bundle's embedding): "
+                       "avg, or max (each channel's strongest response anywhere in the image; better embeddings for enrolling new "
+                       "classes, see benchmarks/fewshot.py).", choices=POOLINGS)
     epochs: Optional[int] = opt(None, "Epochs (phase 1 for pretrained backbones; default: 20, 8 with --init-from).", min=1)
     batch_size: int = opt(32, "Images per batch.", min=1)
     learning_rate: float = opt(1e-3, "Learning rate (Adam); the --config key is learning_rate.", flag="lr", min=0.0, min_open=True)

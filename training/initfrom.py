@@ -19,7 +19,7 @@ from edgesight.edge.errors import ConfigError
 from edgesight.edge.model.spec import ModelInfo, PreprocessSpec, read_model_info
 
 # Options of the earlier run that a continuation takes unless they are given.
-INHERITED = ("model", "weights", "img_height", "img_width", "color", "resize", "interpolation", "alpha")
+INHERITED = ("model", "weights", "img_height", "img_width", "color", "resize", "interpolation", "alpha", "pooling")
 SIZE_KEYS = ("img_size", "img_height", "img_width")
 
 
@@ -50,7 +50,7 @@ def open_run(run: Any) -> InitFrom:
 
 def inherit(values: Dict[str, Any]) -> Dict[str, Any]:
     """``values`` (a train config being built) with the options of the ``init_from`` run that
-    it does not set: backbone, weights, input size, colour, resize, interpolation, width multiplier."""
+    it does not set: backbone, weights, input size, colour, resize, interpolation, width multiplier, pooling."""
     if not values.get("init_from"):
         return values
     import yaml

@@ -273,7 +273,7 @@ def _fit(cfg: TrainConfig, backbone: Backbone, spec: PreprocessSpec, split: Spli
             val_ds = make_dataset([s.path for s in split.val], val_y, spec, n_classes, cfg.batch_size, training=False, cache=cfg.cache, cache_dir=staging / "cache")
     strategy = _strategy(cfg.strategy)
     with strategy.scope():
-        core, base = build_classifier(backbone, (spec.height, spec.width, spec.channels), n_classes, cfg.weights, cfg.alpha, cfg.dropout)
+        core, base = build_classifier(backbone, (spec.height, spec.width, spec.channels), n_classes, cfg.weights, cfg.alpha, cfg.dropout, cfg.pooling)
         init: Dict[str, List[str]] = {}
         if start is not None:
             from .initfrom import describe, load_weights

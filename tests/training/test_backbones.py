@@ -100,3 +100,15 @@ def test_augmentation_changes_training_batches_only():
 
 def test_registry_has_required_backbones():
     assert {"cnn_small", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_lite0"} <= set(list_backbones())
+
+
+def test_the_head_pools_by_average_or_by_maximum():
+    from edgesight.training.tf import import_keras
+
+    keras = import_keras()
+    avg, _ = build_classifier(get_backbone("cnn_small"), (16, 16, 3), 2, None, alpha=0.5)
+    mx, _ = build_classifier(get_backbone("cnn_small"), (16, 16, 3), 2, None, alpha=0.5, pooling="max")
+    assert isinstance(avg.get_layer("pool"), keras.layers.GlobalAveragePooling2D)
+    assert isinstance(mx.get_layer("pool"), keras.layers.GlobalMaxPooling2D)
+    with pytest.raises(ConfigError, match="pooling 'sum' is not one of avg, max"):
+        build_classifier(get_backbone("cnn_small"), (16, 16, 3), 2, None, pooling="sum")

@@ -88,3 +88,34 @@ def test_a_run_of_another_size_or_backbone_is_refused_with_the_fix(trained_run, 
     code, out, err = run_cli(["train", color_data, "--out", tmp_path / "x", "--init-from", tmp_path], capsys)
     assert code == 1 and "not a run folder with a model.keras" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_max_pooled_model_converts_with_its_pooled_embedding_and_passes_its_pooling_on(color_data, tmp_path, capsys):
+    import cv2
+
+    from edgesight.edge.classifier import Classifier
+    from edgesight.training.tf import import_keras
+
+    keras = import_keras()
+    code, out, err = run_cli(["train", color_data, "--out", tmp_path / "max", "--model", "cnn_small", "--img-size", 16, "--alpha", 0.5,
+                              "--epochs", 2, "--pooling", "max", *SAME], capsys)
+    assert code == 0, err
+    model = keras.models.load_model(tmp_path / "max" / "model.keras", compile=False)
+    assert isinstance(model.get_layer("pool"), keras.layers.GlobalMaxPooling2D)
+    assert yaml.safe_load((tmp_path / "max" / "config.yaml").read_text())["pooling"] == "max"
+    # a continued run keeps the earlier run's pooling unless told otherwise
+    code, out, err = run_cli(["train", color_data, "--out", tmp_path / "cont", "--init-from", tmp_path / "max", "--epochs", 1, *SAME], capsys)
+    assert code == 0, err
+    assert yaml.safe_load((tmp_path / "cont" / "config.yaml").read_text())["pooling"] == "max"
+    assert isinstance(keras.models.load_model(tmp_path / "cont" / "model.keras", compile=False).get_layer("pool"), keras.layers.GlobalMaxPooling2D)
+    # the int8 bundle's embedding output is the max-pooled feature vector
+    code, out, err = run_cli(["convert", tmp_path / "max", "--out", tmp_path / "bundle", "--eval", color_data], capsys)
+    assert code == 0, err
+    clf = Classifier(tmp_path / "bundle")
+    features = keras.Model(model.input, model.get_layer("pool").output)
+    images = sorted((color_data / "red").glob("*.png"))[:4] + sorted((color_data / "blue").glob("*.png"))[:4]
+    for path in images:
+        pixels = cv2.resize(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), (16, 16), interpolation=cv2.INTER_LINEAR)
+        want = np.asarray(features(pixels[None].astype(np.float32)))[0]
+        got = clf.embed(str(path))
+        assert float(want @ got / (np.linalg.norm(want) * np.linalg.norm(got))) > 0.99
