@@ -23,6 +23,8 @@ its ImageNet weights kept (``--fine-tune-epochs 0``: the head is trained on the 
 features, so the embedding is the generic one) at 96x96, and for signs also fine-tuned at 96
 and kept at 224.
 
+``*_max`` rows: the ``cnn_small`` rows trained with ``--pooling max``.
+
 ``*_seen`` rows: the ``cnn_small`` rows trained on the held-out classes too (as many training
 images of each, ``train_seen/``), their scores and reference embeddings then left out, so that
 the same enrolment scores them beside the other classes: what enrolment reaches when the
@@ -76,6 +78,8 @@ ROWS: Dict[str, Dict[str, Any]] = {
 # enrolment gets when the embedding has learnt the new class, not the embedding it is given.
 for _name in ("signs_cnn_small", "fashion_cnn_small"):
     ROWS[f"{_name}_seen"] = {**ROWS[_name], "seen": True, "model": ROWS[_name]["model"] + " (held-out classes seen in training)"}
+    # global max pooling before the head (train --pooling max): the embedding keeps each channel's strongest response
+    ROWS[f"{_name}_max"] = {**ROWS[_name], "model": ROWS[_name]["model"] + " --pooling max", "train": [*ROWS[_name]["train"], "--pooling", "max"]}
 
 
 def _held_out(classes: Sequence[str], k: int) -> List[str]:
