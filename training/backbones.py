@@ -223,8 +223,11 @@ def build_classifier(
         ``(model, base)`` where ``base`` is the backbone sub-model (frozen for transfer learning).
 
     Raises:
-        ConfigError: the input is smaller than the backbone accepts, or the weights are unusable.
+        ConfigError: the input is smaller than the backbone accepts, the weights are unusable, or
+            the pooling is unknown.
     """
+    if pooling not in POOLINGS:
+        raise ConfigError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
     keras = _keras()
     layers = keras.layers
     h, w, c = input_shape
@@ -249,8 +252,6 @@ def build_classifier(
     # their batch-norm statistics with small-batch estimates; a randomly initialised one must
     # learn its statistics like any network trained from scratch.
     x = base(x, training=False) if has_weights(backbone, weights) else base(x)
-    if pooling not in POOLINGS:
-        raise ConfigError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
     x = (layers.GlobalMaxPooling2D if pooling == "max" else layers.GlobalAveragePooling2D)(name="pool")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="dropout")(x)

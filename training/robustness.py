@@ -50,7 +50,7 @@ def keras_contender(model, info: ModelInfo, source: Path, batch_size: int = 64) 
     from .pipeline import inference_batch
 
     def predict(images: np.ndarray, progress: Progress) -> np.ndarray:
-        batch = inference_batch(images.shape[1], images.shape[2], batch_size) if images.ndim == 4 else batch_size
+        batch = inference_batch(images.shape[1], images.shape[2], batch_size)
         probs = np.asarray(model.predict(images.astype(np.float32), batch_size=batch, verbose=0))
         progress(len(images))
         return probs
