@@ -43,10 +43,6 @@ def _row(seed: int, size: int) -> Dict[str, Any]:
     return _qc_run("pcb", "padim", seed=seed, train_args=["--img-size", str(size)], name=f"_seed{seed}_{size}")
 
 
-def _bundle(seed: int, size: int) -> Path:
-    return Path(_row(seed, size)["bundle"])
-
-
 def _classifier(size: int) -> Path:
     if size == DEFAULT_SIZE:
         return _classifier_bundle()[0]
@@ -61,14 +57,16 @@ def _classifier(size: int) -> Path:
     return work / "int8"
 
 
-def speed(sizes: Sequence[int], frames: int, threads: Sequence[int]) -> Dict[str, Any]:
-    """Median ms per call of each bundle at its best thread count, the bundles taking turns."""
+def speed(anomaly: Dict[int, Path], frames: int, threads: Sequence[int]) -> Dict[str, Any]:
+    """Median ms per call of each size's anomaly bundle (``anomaly``: size -> bundle) and of the
+    classifiers, at each one's best thread count, the bundles taking turns."""
     import cv2
 
     from edgesight.edge.classifier import Classifier
 
+    sizes = sorted(anomaly)
     bundles = {f"classifier {s}": _classifier(s) for s in sorted({DEFAULT_SIZE, *sizes})}
-    bundles.update({f"anomaly padim {s}": _bundle(QC_SEED, s) for s in sizes})
+    bundles.update({f"anomaly padim {s}": b for s, b in anomaly.items()})
     frame = cv2.imread(str(sorted((_qc_data("pcb") / "test" / "good").glob("*.png"))[0]))
     best: Dict[str, Dict[str, float]] = {}
     for t in threads:
@@ -100,7 +98,7 @@ def table(out: Dict[str, Any]) -> None:
         runs = [r for r in out["rows"] if r["size"] == size]
         worst = min(runs, key=lambda r: r["int8"]["auroc"])
         sp = out["speed"]["best"].get(f"anomaly padim {size}") if out.get("speed") else None
-        ratio = out["speed"]["ratios"].get(str(size), out["speed"]["ratios"].get(size)) if sp else None
+        ratio = out["speed"]["ratios"][size] if sp else None
         rows.append([size] + [f"{_pct(r['float']['auroc'])} / {_pct(r['int8']['auroc'])}" for r in sorted(runs, key=lambda r: r["seed"])]
                     + [f"seed {worst['seed']}: " + ", ".join(f"{k} {_pct(v)}" for k, v in worst["int8"]["per_kind_auroc"].items()),
                        "yes" if all(r["int8"]["auroc"] >= QC_GOAL for r in runs) else "**no**",
@@ -130,7 +128,7 @@ def main() -> None:
                          **{k: r[k] for k in ("train_s", "convert_s") if k in r}})
             print(f"[pcb seed {seed}, {size}x{size}] test AUROC float {r['float']['auroc']:.4f}, int8 {r['int8']['auroc']:.4f}", flush=True)
     out = {"machine": machine(), "seeds": seeds, "sizes": sizes, "goal_auroc": QC_GOAL, "goal_ratio": SPEED_GOAL, "rows": rows,
-           "speed": speed(sizes, a.frames, [int(t) for t in a.threads.split(",")])}
+           "speed": speed({size: Path(_row(QC_SEED, size)["bundle"]) for size in sizes}, a.frames, [int(t) for t in a.threads.split(",")])}
     save_result("anomaly_draws", out)
     table(out)
 
